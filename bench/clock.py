@@ -1,0 +1,15 @@
+"""A clock that moves one step per call, so timers never fall due in the middle of a benchmark."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+
+class StepClock:
+    def __init__(self, start: datetime | None = None, step: timedelta = timedelta(seconds=1)):
+        self.now = start or datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+        self.step = step
+
+    def __call__(self) -> datetime:
+        self.now += self.step
+        return self.now

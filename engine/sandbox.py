@@ -1,0 +1,443 @@
+"""The script engine every diagram runs under: RestrictedPython plus size and time budgets.
+
+SpiffWorkflow runs scripts and expressions with plain ``exec``/``eval`` (notes §6, §10.12). Here
+each one is compiled by RestrictedPython under :class:`_DeskPolicy` (cached), sees only
+:data:`ALLOWED_BUILTINS`, the desk functions and task data, and runs under a ``sys.settrace`` line
+budget and a CPU-time limit. ``*``, ``**``, ``<<`` and ``+`` become calls that refuse to build
+huge values (notes §12.2).
+
+Not a complete sandbox (RestrictedPython says so too): C-level bombs such as
+``'x'.ljust(10**10)`` or ``f'{1:>999999999}'`` are not caught. Deploying a diagram stays a
+code-deployment right; this keeps mistakes and casual abuse from hurting the desk.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import contextvars
+import json
+import logging
+import operator
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from types import CodeType, FrameType, MappingProxyType, SimpleNamespace
+from typing import Any, Literal
+
+from RestrictedPython import RestrictingNodeTransformer, compile_restricted_eval, compile_restricted_exec
+from RestrictedPython.Guards import (
+    full_write_guard,
+    guarded_iter_unpack_sequence,
+    guarded_unpack_sequence,
+    safe_builtins,
+    safer_getattr_raise,
+)
+from RestrictedPython.transformer import INSPECT_ATTRIBUTES
+from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine
+from SpiffWorkflow.bpmn.script_engine.python_environment import BasePythonScriptEngineEnvironment
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from SpiffWorkflow.exceptions import WorkflowException
+
+from .errors import SandboxViolation, ScriptError
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["exec", "eval"]
+Functions = Mapping[str, Callable[..., Any]]
+MAX_ITEMS = 1_000_000  #: longest str/bytes/list/tuple an operator may build
+MAX_INT_BITS = 100_000  #: largest int (~30,000 digits) an operator may build
+_FILENAME = "<diagram script>"
+_SYNTAX = re.compile(r"Line (\d+): (SyntaxError|IndentationError|TabError)?")
+#: Refused at compile time when read (no plausible task-data field is called this).
+_NEVER = {"open", "compile", "globals", "locals", "vars", "getattr", "setattr", "delattr"}
+_NEVER |= {"breakpoint", "super"}
+#: Absent builtins: a NameError on one is a refusal, not a typo (some may be data fields, e.g. ``id``).
+_ABSENT = _NEVER | {"input", "help", "exit", "quit", "type", "object", "id", "hash", "bytes", "bytearray"}
+_ABSENT |= {"memoryview", "dir", "iter", "next", "hasattr", "format", "classmethod", "staticmethod"}
+
+
+def _too_big(what: str) -> SandboxViolation:
+    return SandboxViolation(f"refused to build {what} (limits: {MAX_ITEMS:,} items, {MAX_INT_BITS:,} bits)")
+
+
+def _sized(value: Any) -> bool:
+    return isinstance(value, str | bytes | list | tuple)
+
+
+def _mul(left: Any, right: Any, op: Callable[[Any, Any], Any] = operator.mul) -> Any:
+    if isinstance(left, int) and isinstance(right, int):
+        if left.bit_length() + right.bit_length() > MAX_INT_BITS:
+            raise _too_big("an integer that large")
+    elif isinstance(left, int) or isinstance(right, int):
+        seq, times = (right, left) if isinstance(left, int) else (left, right)
+        if _sized(seq) and len(seq) * times > MAX_ITEMS:
+            raise _too_big(f"a sequence of {len(seq) * times:,} items")
+    return op(left, right)
+
+
+def _pow(base: Any, exp: Any, mod: Any = None) -> Any:
+    if (
+        mod is None
+        and isinstance(base, int)
+        and isinstance(exp, int)
+        and (base.bit_length() - 1) * exp > MAX_INT_BITS
+    ):
+        raise _too_big("an integer that large")
+    return pow(base, exp, mod)
+
+
+def _lshift(left: Any, right: Any, op: Callable[[Any, Any], Any] = operator.lshift) -> Any:
+    if isinstance(left, int) and isinstance(right, int) and left and left.bit_length() + right > MAX_INT_BITS:
+        raise _too_big("an integer that large")
+    return op(left, right)
+
+
+def _add(left: Any, right: Any, op: Callable[[Any, Any], Any] = operator.add) -> Any:
+    if _sized(left) and _sized(right) and len(left) + len(right) > MAX_ITEMS:
+        raise _too_big(f"a sequence of {len(left) + len(right):,} items")
+    return op(left, right)
+
+
+# In place, as Python does it: ``items += [x]`` extends the list other names may share.
+_INPLACE: dict[str, Callable[[Any, Any], Any]] = {
+    "+=": lambda left, right: _add(left, right, operator.iadd),
+    "*=": lambda left, right: _mul(left, right, operator.imul),
+    "**=": _pow,
+    "<<=": lambda left, right: _lshift(left, right, operator.ilshift),
+    "-=": operator.isub,
+    "/=": operator.itruediv,
+    "//=": operator.ifloordiv,
+    "%=": operator.imod,
+    ">>=": operator.irshift,
+    "&=": operator.iand,
+    "|=": operator.ior,
+    "^=": operator.ixor,
+}
+
+
+def _range(*args: int) -> range:
+    span = range(*args)
+    if abs(span.stop - span.start) // abs(span.step) > MAX_ITEMS:
+        raise _too_big("a range that long")
+    return span
+
+
+def _sum(values: Any, start: Any = 0) -> Any:
+    if not isinstance(start, int | float):  # sum(lists, []) would concatenate in C, past the guards
+        raise SandboxViolation("sum() adds numbers only in diagram scripts")
+    return sum(values, start)
+
+
+def _getattr(obj: Any, name: str) -> Any:
+    if name.startswith("_") or name in INSPECT_ATTRIBUTES or name == "mro":
+        raise SandboxViolation(f"attribute {name!r} is not available to diagram scripts")
+    try:
+        return safer_getattr_raise(obj, name)
+    except NotImplementedError as exc:  # str.format & co.
+        raise SandboxViolation(str(exc)) from None
+
+
+def _print_(_getattr_: Any = None) -> SimpleNamespace:
+    """RestrictedPython's ``print`` hook: a script's print() goes to this module's debug log."""
+    return SimpleNamespace(_call_print=lambda *objects, **_: log.debug("diagram print: %s", objects))
+
+
+_DROPPED = {"setattr", "delattr", "bytes", "id", "hash"}
+# BaseException & co. stay out, so no script can name (and catch) the budget's _Exhausted signal.
+_DROPPED |= {"BaseException", "GeneratorExit", "KeyboardInterrupt", "SystemExit"}
+_ADDED = {"all", "any", "enumerate", "filter", "map", "max", "min", "reversed", "sorted", "zip"}
+_ADDED |= {"dict", "frozenset", "list", "set", "tuple"}
+_BUILTINS: dict[str, Any] = {k: v for k, v in safe_builtins.items() if k[0] != "_" and k not in _DROPPED}
+_BUILTINS.update((k, getattr(builtins, k)) for k in _ADDED)
+_BUILTINS.update(pow=_pow, range=_range, sum=_sum, datetime=datetime, timedelta=timedelta, timezone=timezone)
+#: The vocabulary scripts and expressions may use besides task data and desk functions.
+ALLOWED_BUILTINS: frozenset[str] = frozenset(_BUILTINS) | {"print"}  # print goes to the debug log
+_BUILTINS.update(
+    _getattr_=_getattr,
+    _getitem_=operator.getitem,
+    _getiter_=iter,
+    _write_=full_write_guard,
+    _inplacevar_=lambda op, left, right: _INPLACE[op](left, right),
+    _unpack_sequence_=guarded_unpack_sequence,
+    _iter_unpack_sequence_=guarded_iter_unpack_sequence,
+    _apply_=lambda f, *a, **kw: f(*a, **kw),
+    _print_=_print_,
+    _mul_=_mul,
+    _pow_=_pow,
+    _lshift_=_lshift,
+    _add_=_add,
+)
+
+
+class _DeskPolicy(RestrictingNodeTransformer):
+    """RestrictedPython's policy plus: guarded size operators; no import, ``finally`` or ``with``;
+    bare ``except:`` read as ``except Exception:`` (so the budget's stop signal cannot be swallowed)."""
+
+    _GUARDED = {ast.Mult: "_mul_", ast.Pow: "_pow_", ast.LShift: "_lshift_", ast.Add: "_add_"}
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        node = self.node_contents_visit(node)
+        guard = self._GUARDED.get(type(node.op))
+        if guard is None:
+            return node
+        func = ast.copy_location(ast.Name(guard, ast.Load()), node)
+        return ast.copy_location(ast.Call(func=func, args=[node.left, node.right], keywords=[]), node)
+
+    def visit_Name(self, node: ast.Name) -> Any:
+        if isinstance(node.ctx, ast.Load) and node.id in _NEVER:
+            self.error(node, f'"{node.id}" is not available to diagram scripts.')
+        return super().visit_Name(node)
+
+    def visit_Try(self, node: ast.Try) -> Any:
+        if node.finalbody:
+            self.error(node, "try/finally is not allowed in diagram scripts.")
+        for handler in node.handlers:
+            handler.type = handler.type or ast.copy_location(ast.Name("Exception", ast.Load()), handler)
+        return super().visit_Try(node)
+
+    def refuse(self, node: ast.stmt) -> None:
+        self.error(node, f"{type(node).__name__} statements are not allowed in diagram scripts.")
+
+    visit_With = visit_Import = visit_ImportFrom = refuse
+
+
+_cache: dict[tuple[str, str], tuple[CodeType | None, tuple[str, ...]]] = {}
+
+
+def _compiled(source: str, mode: Mode) -> tuple[CodeType | None, tuple[str, ...]]:
+    hit = _cache.get((source, mode))
+    if hit is None:
+        if len(_cache) > 10_000:  # diagrams hold a bounded set of sources; this only stops a leak
+            _cache.clear()
+        compile_fn = compile_restricted_exec if mode == "exec" else compile_restricted_eval
+        result = compile_fn(source, filename=_FILENAME, policy=_DeskPolicy)
+        hit = _cache[(source, mode)] = (result.code, tuple(result.errors))
+    return hit
+
+
+def check_source(source: str, mode: Literal["exec", "eval"]) -> list[str]:
+    """Compile ``source`` under the sandbox policy without running anything.
+
+    Returns human-readable problems, each starting ``Line N:`` (syntax errors; refusals such as
+    ``__import__``, dunder attributes, ``open``, ``import``, ``try/finally``); ``[]`` when fine.
+    """
+    return list(_compiled(source, mode)[1])
+
+
+class _Exhausted(BaseException):
+    """Raised by the trace hook. Not an ``Exception``, and scripts can only catch those."""
+
+
+class _Budget:
+    def __init__(self, lines: int, cpu_seconds: float) -> None:
+        self.lines, self.left, self.cpu = lines, lines, cpu_seconds
+        self.deadline: float | None = None  # set at the first check: thread_time() costs ~0.5 µs a call
+        self.previous = sys.gettrace()  # pytest/coverage may have one; restored afterwards
+
+    def on_call(self, frame: FrameType, event: Any, arg: Any) -> Any:
+        if frame.f_code.co_filename != _FILENAME:  # desk functions are trusted and keep coverage
+            return self.previous(frame, event, arg) if self.previous is not None else None
+        return self.on_line(frame, event, arg)
+
+    def on_line(self, frame: FrameType, event: Any, arg: Any) -> Any:
+        self.left -= 1
+        if self.left <= 0:
+            raise _Exhausted(f"stopped after {self.lines:,} lines (runaway loop?)")
+        if not self.left & 1023:
+            now = time.thread_time()
+            self.deadline = self.deadline or now + self.cpu
+            if now > self.deadline:
+                raise _Exhausted(f"stopped after {self.cpu} s of CPU time (runaway loop?)")
+        return self.on_line
+
+
+_bound: contextvars.ContextVar[Mapping[int, Functions]] = contextvars.ContextVar(
+    "lanedesk_desk_functions", default=MappingProxyType({})
+)
+
+
+class SandboxedScriptEngine(PythonScriptEngine):
+    """SpiffWorkflow script engine running every script and expression in the sandbox.
+
+    Raises :class:`ScriptError` (:class:`SandboxViolation` for refusals) carrying the task's BPMN
+    id and the line. Unlike the stock engine: a failed script leaves task data untouched; data
+    keys starting with ``_`` are invisible to scripts; a data key named like a desk function is an
+    error. Not serialized with the workflow: attach a new engine after every load (notes §12.2).
+    """
+
+    def __init__(
+        self, functions: Functions | None = None, *, line_budget: int = 200_000, cpu_seconds: float = 0.5
+    ) -> None:
+        super().__init__(environment=_SandboxEnvironment(self))
+        self.functions: Functions = dict(functions or {})
+        self.line_budget, self.cpu_seconds = line_budget, cpu_seconds
+
+    @contextmanager
+    def bound(self, functions: Mapping[str, Callable[..., Any]]) -> Iterator[None]:
+        """Desk functions available to scripts/expressions for the duration of one engine call
+        (a contextvars.ContextVar, so concurrent threads each see their own). Merged over the
+        constructor's functions."""
+        current = _bound.get()
+        token = _bound.set({**current, id(self): {**current.get(id(self), self.functions), **functions}})
+        try:
+            yield
+        finally:
+            _bound.reset(token)
+
+    def current_functions(self) -> Functions:
+        """The desk functions visible now: the constructor's, or those of the enclosing bound()."""
+        return _bound.get().get(id(self), self.functions)
+
+    def evaluate(self, task: Any, expression: str, external_context: Mapping[str, Any] | None = None) -> Any:
+        """Value of ``expression`` over the task's data; for a timer, an aware datetime becomes ISO text."""
+        element_id = _element_id(task)
+        result = self.run(expression, "eval", task.data, external_context, element_id)
+        event = getattr(task.task_spec, "event_definition", None)
+        if isinstance(result, datetime) and isinstance(event, TimerEventDefinition):
+            if result.utcoffset() is None:
+                message = f"timer expression {expression!r} gave a naive datetime; give it a timezone"
+                raise ScriptError(message, element_id=element_id)
+            return result.isoformat()
+        return result
+
+    def execute(self, task: Any, script: str, external_context: Mapping[str, Any] | None = None) -> bool:
+        """Run ``script``; its new and changed variables land in ``task.data`` as with the stock engine."""
+        self.run(script, "exec", task.data, external_context, _element_id(task))
+        return True
+
+    def call_service(
+        self, task: Any, operation_name: str, operation_params: Mapping[str, Any], **_: Any
+    ) -> str:
+        """Call desk function ``operation_name`` with the evaluated parameter values; the result as
+        JSON text (SpiffWorkflow's ServiceTask ``json.loads`` it into its result variable)."""
+        element_id = _element_id(task)
+        function = self.current_functions().get(operation_name)
+        if function is None:
+            raise ScriptError(
+                f"service operator {operation_name!r} is not a desk function", element_id=element_id
+            )
+        try:
+            return json.dumps(function(**{name: param["value"] for name, param in operation_params.items()}))
+        except Exception as exc:
+            message = f"service operator {operation_name!r} failed: {type(exc).__name__}: {exc}"
+            raise ScriptError(message, element_id=element_id) from exc
+
+    def get_error_line_number_and_content(self, script: str, err: BaseException) -> tuple[int, str]:
+        """The stock version crashes on RestrictedPython's ``lineno=None``; this one gives ``(0, '')``."""
+        line = getattr(err, "line", None) or getattr(err, "lineno", None) or _script_line(err) or 0
+        lines = script.splitlines()
+        return line, lines[line - 1] if 0 < line <= len(lines) else ""
+
+    def run(
+        self,
+        source: str,
+        mode: Mode,
+        data: dict[str, Any],
+        external: Mapping[str, Any] | None,
+        element_id: str = "",
+    ) -> Any:
+        """Compile (cached) and run ``source`` over ``data``; for ``exec``, write its variables back."""
+        code, errors = _compiled(source, mode)
+        if code is None:
+            found = _SYNTAX.match(errors[0])
+            cls = ScriptError if found and found.group(2) else SandboxViolation
+            raise cls("; ".join(errors), element_id=element_id, line=int(found.group(1)) if found else None)
+        functions = self.current_functions()
+        if clash := functions.keys() & data.keys():
+            message = (
+                f"task data {sorted(clash)} would hide the desk function(s) of that name; rename the field"
+            )
+            raise ScriptError(message, element_id=element_id)
+        namespace: dict[str, Any] = {**(external or {}), **functions, **data}
+        for key in [k for k in namespace if k[:1] == "_"]:  # such names could replace the guards
+            del namespace[key]
+        namespace["__builtins__"] = _BUILTINS
+        budget = _Budget(self.line_budget, self.cpu_seconds)
+        sys.settrace(budget.on_call)
+        try:
+            result = eval(code, namespace)  # exec-mode code gives None, as exec() would
+        except (_Exhausted, Exception) as exc:
+            raise _runtime_error(exc, source, mode, element_id) from None
+        finally:
+            sys.settrace(budget.previous)
+        if mode == "exec":  # as TaskDataEnvironment: no builtins, callables, functions or context
+            for key in [k for k in data if not k.startswith("_") and k not in namespace]:
+                del data[key]
+            for key, value in namespace.items():
+                if key.startswith("_") or key in functions or key in (external or {}):
+                    continue
+                if callable(value):
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+        return result
+
+
+class _SandboxEnvironment(BasePythonScriptEngineEnvironment):
+    """SpiffWorkflow also calls ``script_engine.environment.evaluate`` directly (completion and
+    conditional-path conditions, message correlations): those run in the sandbox too."""
+
+    def __init__(self, engine: SandboxedScriptEngine) -> None:
+        super().__init__({})
+        self.engine = engine
+
+    def evaluate(self, expression: str, context: dict[str, Any], external_context: Any = None) -> Any:
+        return self.engine.run(expression, "eval", context, external_context)
+
+    def execute(self, script: str, context: dict[str, Any], external_context: Any = None) -> bool:
+        self.engine.run(script, "exec", context, external_context)
+        return True
+
+
+def _element_id(task: Any) -> str:
+    return str(getattr(getattr(task, "task_spec", None), "bpmn_id", None) or "")
+
+
+def _script_line(exc: BaseException) -> int | None:
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == _FILENAME]
+    return lines[-1] if lines else None
+
+
+def _runtime_error(exc: BaseException, source: str, mode: Mode, element_id: str) -> ScriptError:
+    line, lines = _script_line(exc), source.splitlines()
+    if mode == "eval":
+        where = f" in expression {source!r}"
+    else:
+        where = f" (line {line}: {lines[line - 1].strip()!r})" if line and line <= len(lines) else ""
+    if isinstance(exc, _Exhausted | ScriptError):  # our guards, or a desk function refusing
+        cls = ScriptError if type(exc) is ScriptError else SandboxViolation
+        return cls(f"{exc.args[0]}{where}", element_id=element_id, line=line)
+    if isinstance(exc, NameError) and exc.name in _ABSENT:
+        return SandboxViolation(
+            f"{exc.name!r} is not available to diagram scripts{where}", element_id=element_id, line=line
+        )
+    return ScriptError(f"{type(exc).__name__}: {exc}{where}", element_id=element_id, line=line)
+
+
+def as_script_error(exc: BaseException) -> ScriptError:
+    """Turn whatever SpiffWorkflow raised out of wf.do_engine_steps()/task.run()/refresh_timers
+    (typically WorkflowTaskException wrapping our error, or our error itself) into a ScriptError
+    (or SandboxViolation when the sandbox refused) carrying element_id (the BPMN id of the task,
+    task.task_spec.bpmn_id) and line where known, with a clear message."""
+    spec = getattr(getattr(exc, "task", None), "task_spec", None) or getattr(exc, "task_spec", None)
+    element_id = str(getattr(spec, "bpmn_id", None) or "")
+    seen: BaseException | None = exc
+    while seen is not None:  # ours, possibly behind SpiffWorkflow's wrappers
+        if isinstance(seen, ScriptError):
+            if seen.element_id or not element_id:
+                return seen
+            cls = SandboxViolation if isinstance(seen, SandboxViolation) else ScriptError
+            return cls(str(seen.args[0]), element_id=element_id, line=seen.line)
+        seen = seen.__cause__ or seen.__context__
+    line = getattr(exc, "line_number", None) or getattr(exc, "lineno", None) or _script_line(exc)
+    message = (
+        str(exc.args[0])
+        if isinstance(exc, WorkflowException) and exc.args
+        else f"{type(exc).__name__}: {exc}"
+    )
+    return ScriptError(message, element_id=element_id, line=line if isinstance(line, int) and line else None)

@@ -1,0 +1,654 @@
+"""The bundled ticket lifecycle (bpmn/ticket_lifecycle.bpmn), walked through SpiffWorkflow.
+
+Scripts call recording fakes of the desk operations; the clock is frozen around every engine call
+and moved by hand, so timers fire without sleeping. Every walk runs twice: once live and once
+serialized and deserialized between every step (with the script engine attached again, as the
+desk must do after every load).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
+from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine, TaskDataEnvironment
+from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
+from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.multiple import MultipleEventDefinition
+from SpiffWorkflow.bpmn.specs.mixins import UserTaskMixin
+from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
+from SpiffWorkflow.util.task import TaskState
+
+from engine.clock import frozen_at
+from engine.errors import FormInvalid
+from engine.forms import validate_submission
+from engine.parser import DeskParser
+from engine.sandbox import check_source
+from engine.xmlload import load_xml
+
+BPMN_FILE = Path(__file__).resolve().parents[2] / "bpmn" / "ticket_lifecycle.bpmn"
+PROCESS_ID = "ticket_lifecycle"
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+SERIALIZER = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(SPIFF_CONFIG))
+
+# The desk's vocabulary, as the diagram contract states it.
+STATUSES = {"new", "open", "waiting_on_customer", "escalated", "resolved", "closed"}
+PRIORITIES = {"P1", "P2", "P3", "P4"}
+GROUPS = {"tier-1", "tier-2", "tier-3", "engineering"}
+TEMPLATES = {"acknowledgement", "reminder", "auto_closed", "resolved"}
+SLA_TARGETS = {
+    "first_response": timedelta(hours=8),
+    "next_response": timedelta(hours=24),
+    "resolution": timedelta(hours=72),
+}
+DESK_OPERATIONS = (
+    *("set_status", "set_priority", "set_category", "assign_group", "escalate", "notify", "send_template"),
+    *("start_sla", "pause_sla", "resume_sla", "stop_sla", "close", "sla_due"),
+)
+ACKNOWLEDGED = [
+    ("set_status", "new"),
+    ("assign_group", "tier-1"),
+    ("send_template", "acknowledgement"),
+    ("start_sla", "first_response"),
+    ("start_sla", "resolution"),
+]
+RESOLVED = [("set_status", "resolved"), ("stop_sla", "resolution"), ("send_template", "resolved")]
+
+
+# --- a recording desk --------------------------------------------------------------------------
+@dataclass
+class _Clock:
+    started: datetime
+    paused: timedelta = timedelta(0)
+    paused_at: datetime | None = None
+    running: bool = True
+
+
+class FakeDesk:
+    """Stands in for the desk operations: records every call as made, keeps status and SLA clocks.
+
+    ``sla_due`` refuses a clock that is not running, as the real one does, so a timer that would
+    read a paused or stopped clock fails the walk.
+    """
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.calls: list[tuple[Any, ...]] = []
+        self.statuses: list[str] = []
+        self.clocks: dict[str, _Clock] = {}
+
+    def functions(self) -> dict[str, Callable[..., Any]]:
+        return {name: getattr(self, name) for name in DESK_OPERATIONS}
+
+    def take(self) -> list[tuple[Any, ...]]:
+        """The calls since the last take."""
+        calls, self.calls = self.calls, []
+        return calls
+
+    @property
+    def status(self) -> str | None:
+        return self.statuses[-1] if self.statuses else None
+
+    def _become(self, status: str) -> None:
+        _check("status", status, STATUSES)
+        if status != self.status:
+            self.statuses.append(status)
+
+    def set_status(self, status: str) -> None:
+        self.calls.append(("set_status", status))
+        self._become(status)
+
+    def set_priority(self, priority: str) -> None:
+        self.calls.append(("set_priority", _check("priority", priority, PRIORITIES)))
+
+    def set_category(self, category: str) -> None:
+        self.calls.append(("set_category", category))
+
+    def assign_group(self, group: str) -> None:
+        self.calls.append(("assign_group", _check("group", group, GROUPS)))
+
+    def escalate(self, group: str, reason: str = "") -> None:
+        self.calls.append(("escalate", _check("group", group, GROUPS), reason))
+        self._become("escalated")
+
+    def notify(self, group: str, template: str) -> None:
+        self.calls.append(("notify", _check("group", group, GROUPS), template))
+
+    def send_template(self, template: str) -> None:
+        self.calls.append(("send_template", _check("template", template, TEMPLATES)))
+
+    def close(self, reason: str = "") -> None:
+        self.calls.append(("close", reason))
+        self._become("closed")
+
+    def start_sla(self, clock: str) -> None:
+        self.calls.append(("start_sla", _check("clock", clock, SLA_TARGETS)))
+        self.clocks[clock] = _Clock(started=self.now)
+
+    def pause_sla(self, clock: str) -> None:
+        self.calls.append(("pause_sla", clock))
+        found = self.clocks[clock]
+        if found.running:
+            found.running, found.paused_at = False, self.now
+
+    def resume_sla(self, clock: str) -> None:
+        self.calls.append(("resume_sla", clock))
+        found = self.clocks[clock]
+        if found.paused_at is not None:
+            found.paused += self.now - found.paused_at
+            found.running, found.paused_at = True, None
+
+    def stop_sla(self, clock: str) -> None:
+        self.calls.append(("stop_sla", clock))
+        found = self.clocks[clock]
+        found.running, found.paused_at = False, None
+
+    def sla_due(self, clock: str) -> str:
+        found = self.clocks.get(clock)
+        if found is None or not found.running:
+            raise ValueError(f"SLA clock {clock} is not running; it has no due time")
+        # The real desk returns an aware datetime and the desk's script engine hands it over as ISO text.
+        return (found.started + SLA_TARGETS[clock] + found.paused).isoformat()
+
+
+def _check(kind: str, value: str, allowed: Any) -> str:
+    if value not in allowed:
+        raise ValueError(f"unknown {kind} {value!r}")
+    return value
+
+
+# --- driving one ticket ------------------------------------------------------------------------
+def _message_definitions(task_spec: Any) -> list[MessageEventDefinition]:
+    definition = getattr(task_spec, "event_definition", None)
+    # An event-based gateway holds its events' definitions; its catch events keep none.
+    found = definition.event_definitions if isinstance(definition, MultipleEventDefinition) else [definition]
+    return [d for d in found if isinstance(d, MessageEventDefinition)]
+
+
+class Walk:
+    """One ticket's workflow, driven as the desk drives it: each call under a frozen clock."""
+
+    def __init__(self, spec: Any, subprocess_specs: dict[str, Any], *, reload_each_step: bool) -> None:
+        self.now = T0
+        self.desk = FakeDesk(T0)
+        self.reload_each_step = reload_each_step
+        self.workflow = BpmnWorkflow(spec, subprocess_specs, script_engine=self._script_engine())
+        self._engine_call(self.workflow.do_engine_steps)
+
+    def _script_engine(self) -> PythonScriptEngine:
+        return PythonScriptEngine(environment=TaskDataEnvironment(self.desk.functions()))
+
+    def _engine_call(self, action: Callable[[], None]) -> None:
+        self.desk.now = self.now
+        with frozen_at(self.now):
+            action()
+        if self.reload_each_step:
+            self.workflow = SERIALIZER.deserialize_json(SERIALIZER.serialize_json(self.workflow))
+            self.workflow.script_engine = self._script_engine()  # never serialized
+
+    # reading
+    def ready(self) -> list[str]:
+        """Element ids of the user tasks waiting for an agent."""
+        tasks = self.workflow.get_tasks(state=TaskState.READY, spec_class=UserTaskMixin)
+        return sorted(t.task_spec.bpmn_id for t in tasks)
+
+    def lane(self, element_id: str) -> str:
+        return self._ready_task(element_id).task_spec.lane
+
+    def waiting_for_reply(self) -> list[str]:
+        """Element ids of the waiting tasks that would catch ``customer_replied`` now."""
+        return sorted(
+            t.task_spec.bpmn_id
+            for t in self.workflow.get_tasks(state=TaskState.WAITING)
+            if any(d.name == "customer_replied" for d in _message_definitions(t.task_spec))
+        )
+
+    def timer_due(self, element_id: str) -> datetime:
+        """When the waiting timer (or event-based gateway) ``element_id`` fires."""
+        for task in self.workflow.get_tasks(state=TaskState.WAITING):
+            if task.task_spec.bpmn_id == element_id:
+                return datetime.fromisoformat(task.internal_data["event_value"])
+        raise AssertionError(f"{element_id} is not waiting")
+
+    @property
+    def completed(self) -> bool:
+        return bool(self.workflow.is_completed())
+
+    # acting
+    def complete(self, element_id: str, **submitted: Any) -> None:
+        """Submit the task's form (validated as the desk validates it) and run on."""
+        task = self._ready_task(element_id)
+        cleaned = validate_submission(task.task_spec.extensions["form"], submitted)
+
+        def run() -> None:
+            task.data.update(cleaned)
+            task.run()
+            self.workflow.do_engine_steps()
+
+        self._engine_call(run)
+
+    def reply(self) -> list[str]:
+        """Deliver ``customer_replied``; returns the ids of the tasks that were waiting for it."""
+        catchers = self.waiting_for_reply()
+        assert catchers, "nothing waits for customer_replied: the desk would have to keep the message"
+        waiting = self.workflow.get_tasks(state=TaskState.WAITING)
+        task = next(t for t in waiting if t.task_spec.bpmn_id in catchers)
+        definition = next(d for d in _message_definitions(task.task_spec) if d.name == "customer_replied")
+
+        def deliver() -> None:
+            self.workflow.catch(BpmnEvent(definition, {}))
+            self.workflow.do_engine_steps()
+
+        self._engine_call(deliver)
+        return catchers
+
+    def advance(self, **delta: float) -> None:
+        """Move the clock and fire whatever timers fell due (refresh first: notes §3)."""
+        self.now += timedelta(**delta)
+
+        def fire() -> None:
+            self.workflow.refresh_timers()
+            self.workflow.do_engine_steps()
+
+        self._engine_call(fire)
+
+    def _ready_task(self, element_id: str) -> Any:
+        tasks = [
+            t
+            for t in self.workflow.get_tasks(state=TaskState.READY, spec_class=UserTaskMixin)
+            if t.task_spec.bpmn_id == element_id
+        ]
+        assert len(tasks) == 1, f"{element_id} is not ready (ready: {self.ready()})"
+        return tasks[0]
+
+    def triage(self, category: str = "incident", priority: str = "P2") -> None:
+        self.complete("triage", category=category, priority=priority, summary="VPN drops every hour")
+        applied = [("set_priority", priority), ("set_category", category)]
+        assert self.desk.take() == [*applied, ("stop_sla", "first_response"), ("set_status", "open")]
+
+
+@pytest.fixture(scope="module")
+def definition() -> tuple[Any, dict[str, Any]]:
+    parser = DeskParser()  # XSD validation on
+    parser.add_bpmn_xml(load_xml(BPMN_FILE.read_bytes(), BPMN_FILE.name), filename=BPMN_FILE.name)
+    return parser.get_spec(PROCESS_ID), parser.get_subprocess_specs(PROCESS_ID)
+
+
+@pytest.fixture(params=["live", "reloaded"])
+def walk(request: pytest.FixtureRequest, definition: tuple[Any, dict[str, Any]]) -> Walk:
+    spec, subprocess_specs = definition
+    started = Walk(spec, subprocess_specs, reload_each_step=request.param == "reloaded")
+    assert started.desk.take() == ACKNOWLEDGED
+    assert started.ready() == ["triage"]
+    return started
+
+
+# --- walks -------------------------------------------------------------------------------------
+def test_an_incident_is_triaged_worked_resolved_and_closed_a_week_later(walk: Walk) -> None:
+    assert walk.lane("triage") == "Tier 1"
+    assert walk.desk.status == "new"
+    walk.advance(hours=1)
+    walk.triage(priority="P2")
+    assert walk.ready() == ["work_tier_1"]
+    assert walk.lane("work_tier_1") == "Tier 1"
+
+    walk.advance(hours=2)
+    walk.complete("work_tier_1", outcome="resolve", note="Replaced the router")
+    assert walk.desk.take() == RESOLVED
+    assert walk.ready() == []
+    assert walk.timer_due("resolved_gateway") == walk.now + timedelta(days=7)
+
+    walk.advance(days=7, minutes=-1)
+    assert walk.desk.take() == []
+    assert not walk.completed
+    walk.advance(minutes=2)
+    assert walk.desk.take() == [("close", "")]
+    assert walk.desk.statuses == ["new", "open", "resolved", "closed"]
+    assert walk.completed
+
+
+def test_a_customer_answer_brings_the_ticket_back_to_the_same_tier(walk: Walk) -> None:
+    walk.triage()
+    walk.complete("work_tier_1", outcome="escalate")
+    assert walk.desk.take() == [("escalate", "tier-2", "escalated by agent")]
+    walk.complete("work_tier_2", outcome="wait_customer", note="Which VPN client version?")
+    assert walk.desk.take() == [("set_status", "waiting_on_customer"), ("pause_sla", "resolution")]
+    assert walk.ready() == []
+    assert walk.waiting_for_reply() == ["waiting_gateway"]
+
+    walk.advance(days=1)
+    assert walk.reply() == ["waiting_gateway"]
+    assert walk.desk.take() == [("resume_sla", "resolution"), ("set_status", "open")]
+    assert walk.ready() == ["work_tier_2"]
+    walk.advance(days=3)  # the reminder timer went with the gateway
+    assert walk.desk.take() == []
+    assert walk.desk.statuses == ["new", "open", "escalated", "waiting_on_customer", "open"]
+
+
+def test_time_waiting_on_the_customer_is_added_to_the_resolution_target(walk: Walk) -> None:
+    walk.triage()
+    assert walk.timer_due("work_tier_1_resolution_due") == T0 + timedelta(hours=72)
+    walk.complete("work_tier_1", outcome="wait_customer")
+    walk.advance(days=2)
+    walk.reply()
+    assert walk.ready() == ["work_tier_1"]
+    assert walk.timer_due("work_tier_1_resolution_due") == T0 + timedelta(hours=72, days=2)
+
+
+def test_an_unanswered_ticket_gets_a_reminder_after_3_days_and_closes_after_7(walk: Walk) -> None:
+    walk.triage()
+    walk.complete("work_tier_1", outcome="wait_customer")
+    walk.desk.take()
+    asked = walk.now
+
+    walk.advance(days=3, minutes=-1)
+    assert walk.desk.take() == []
+    walk.advance(minutes=2)
+    assert walk.desk.take() == [("send_template", "reminder")]
+    assert walk.waiting_for_reply() == ["reminded_gateway"]
+
+    walk.advance(days=4, minutes=-1)  # 4 more days after the reminder
+    assert walk.desk.take() == []
+    walk.advance(minutes=2)
+    assert walk.now - asked == timedelta(days=7, minutes=2)
+    assert walk.desk.take() == [("send_template", "auto_closed"), ("close", "")]
+    assert walk.desk.statuses[-2:] == ["waiting_on_customer", "closed"]
+    assert walk.completed
+
+
+def test_an_answer_after_the_reminder_still_reopens_the_work(walk: Walk) -> None:
+    walk.triage()
+    walk.complete("work_tier_1", outcome="wait_customer")
+    walk.advance(days=4)
+    walk.desk.take()
+    assert walk.reply() == ["reminded_gateway"]
+    assert walk.desk.take() == [("resume_sla", "resolution"), ("set_status", "open")]
+    assert walk.ready() == ["work_tier_1"]
+
+
+def test_agents_escalate_twice_to_tier_3_which_resolves(walk: Walk) -> None:
+    walk.triage()
+    walk.complete("work_tier_1", outcome="escalate")
+    assert walk.desk.take() == [("escalate", "tier-2", "escalated by agent")]
+    assert walk.ready() == ["work_tier_2"]
+    assert walk.lane("work_tier_2") == "Tier 2"
+    walk.complete("work_tier_2", outcome="escalate")
+    assert walk.desk.take() == [("escalate", "tier-3", "escalated by agent")]
+    assert walk.ready() == ["work_tier_3"]
+    assert walk.lane("work_tier_3") == "Tier 3"
+
+    with pytest.raises(FormInvalid) as refused:  # Tier 3 is the last tier: no escalate choice
+        walk.complete("work_tier_3", outcome="escalate")
+    assert "outcome" in refused.value.errors
+    walk.complete("work_tier_3", outcome="resolve")
+    assert walk.desk.take() == RESOLVED
+    assert walk.desk.statuses == ["new", "open", "escalated", "resolved"]
+
+
+def test_a_wish_goes_to_engineering_for_review(walk: Walk) -> None:
+    walk.triage(category="wish", priority="P4")
+    assert walk.ready() == ["review_wish"]
+    assert walk.lane("review_wish") == "Engineering"
+    walk.complete("review_wish", decision="declined", note="Not on this year's roadmap")
+    assert walk.desk.take() == RESOLVED
+    assert walk.ready() == []
+
+
+def test_a_breached_resolution_target_moves_the_ticket_from_tier_1_to_tier_2(walk: Walk) -> None:
+    walk.advance(hours=1)
+    walk.triage()
+    walk.advance(hours=70, minutes=59)  # one minute before T0 + 72 h
+    assert walk.ready() == ["work_tier_1"]
+    assert walk.desk.take() == []
+
+    walk.advance(minutes=2)
+    assert walk.desk.take() == [("escalate", "tier-2", "resolution target breached")]
+    assert walk.ready() == ["work_tier_2"]
+    assert walk.desk.status == "escalated"
+    walk.complete("work_tier_2", outcome="escalate")  # the breach set tier = 2
+    assert walk.desk.take() == [("escalate", "tier-3", "escalated by agent")]
+
+
+def test_a_reply_to_a_resolved_ticket_reopens_it(walk: Walk) -> None:
+    walk.triage()
+    walk.complete("work_tier_1", outcome="resolve")
+    walk.desk.take()
+    walk.advance(days=2)
+    assert walk.reply() == ["resolved_gateway"]
+    assert walk.desk.take() == [("set_status", "open"), ("start_sla", "resolution")]
+    assert walk.ready() == ["work_tier_1"]
+    assert walk.timer_due("work_tier_1_resolution_due") == walk.now + timedelta(hours=72)
+
+    walk.complete("work_tier_1", outcome="resolve")
+    walk.advance(days=7, minutes=1)
+    assert walk.desk.take() == [*RESOLVED, ("close", "")]
+    assert walk.desk.statuses == ["new", "open", "resolved", "open", "resolved", "closed"]
+    assert walk.completed
+
+
+def test_tier_1_is_reminded_when_triage_misses_the_first_response_target(walk: Walk) -> None:
+    assert walk.timer_due("triage_first_response_due") == T0 + timedelta(hours=8)
+    walk.advance(hours=8, minutes=1)
+    assert walk.desk.take() == [("notify", "tier-1", "first_response_due")]
+    assert walk.ready() == ["triage"]
+    walk.triage(priority="P3")
+    assert walk.ready() == ["work_tier_1"]
+
+
+def test_replies_while_an_agent_works_leave_the_task_in_place(walk: Walk) -> None:
+    assert walk.reply() == ["triage_customer_replied"]
+    assert walk.ready() == ["triage"]
+    walk.triage()
+    assert walk.reply() == ["work_tier_1_customer_replied"]
+    assert walk.ready() == ["work_tier_1"]
+    assert walk.desk.take() == []
+
+
+def test_a_boundary_reply_catch_is_armed_once_per_task_activation(walk: Walk) -> None:
+    """SpiffWorkflow 3.2.0 does not re-arm a non-interrupting boundary event after it fired.
+
+    A second reply while the same task is open finds no catcher, so the desk keeps it; the desk
+    must not hand such a stale reply to a later "waiting for the customer" gateway.
+    """
+    walk.reply()
+    assert walk.waiting_for_reply() == []
+    walk.triage()
+    assert walk.waiting_for_reply() == ["work_tier_1_customer_replied"]  # armed again for the next task
+
+
+# --- the diagram as a document -----------------------------------------------------------------
+NS = {
+    "bpmn": "http://www.omg.org/spec/BPMN/20100524/MODEL",
+    "bpmndi": "http://www.omg.org/spec/BPMN/20100524/DI",
+    "dc": "http://www.omg.org/spec/DD/20100524/DC",
+    "di": "http://www.omg.org/spec/DD/20100524/DI",
+}
+FLOW_NODES = (
+    *("startEvent", "endEvent", "intermediateCatchEvent", "intermediateThrowEvent", "boundaryEvent"),
+    *("task", "userTask", "scriptTask", "serviceTask", "sendTask", "receiveTask", "manualTask"),
+    *("businessRuleTask", "callActivity", "subProcess"),
+    *("exclusiveGateway", "parallelGateway", "inclusiveGateway", "eventBasedGateway", "complexGateway"),
+)
+AGENT_LANES = {"Tier 1", "Tier 2", "Tier 3", "Engineering"}
+
+
+@dataclass(frozen=True)
+class Box:
+    x: float
+    y: float
+    w: float
+    h: float
+
+    def overlaps(self, other: Box) -> bool:
+        return (self.x < other.x + other.w and other.x < self.x + self.w
+                and self.y < other.y + other.h and other.y < self.y + self.h)  # fmt: skip
+
+    def contains(self, other: Box) -> bool:
+        return (self.x <= other.x and other.x + other.w <= self.x + self.w
+                and self.y <= other.y and other.y + other.h <= self.y + self.h)  # fmt: skip
+
+    def on_border(self, x: float, y: float) -> bool:
+        inside = self.x - 1 <= x <= self.x + self.w + 1 and self.y - 1 <= y <= self.y + self.h + 1
+        return inside and min(abs(x - self.x), abs(x - self.x - self.w),
+                              abs(y - self.y), abs(y - self.y - self.h)) <= 1  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def root() -> etree._Element:
+    return load_xml(BPMN_FILE.read_bytes(), BPMN_FILE.name)
+
+
+def _process(root: etree._Element) -> etree._Element:
+    return root.find(f"bpmn:process[@id='{PROCESS_ID}']", NS)
+
+
+def _flow_nodes(root: etree._Element) -> list[etree._Element]:
+    return [el for tag in FLOW_NODES for el in _process(root).iterfind(f"bpmn:{tag}", NS)]
+
+
+def _shapes(root: etree._Element) -> dict[str, Box]:
+    boxes = {}
+    for shape in root.iterfind(".//bpmndi:BPMNShape", NS):
+        b = shape.find("dc:Bounds", NS)
+        boxes[shape.get("bpmnElement")] = Box(*(float(b.get(k)) for k in ("x", "y", "width", "height")))
+    return boxes
+
+
+def _local(el: etree._Element) -> str:
+    return etree.QName(el).localname
+
+
+def test_the_process_is_executable_in_a_one_pool_collaboration_with_five_lanes(root: etree._Element) -> None:
+    process = _process(root)
+    assert process.get("isExecutable") == "true"
+    assert process.get("name") == "Ticket lifecycle"
+    participants = root.findall("bpmn:collaboration/bpmn:participant", NS)
+    assert [(p.get("name"), p.get("processRef")) for p in participants] == [("Service desk", PROCESS_ID)]
+    lanes = process.findall("bpmn:laneSet/bpmn:lane", NS)
+    assert [lane.get("name") for lane in lanes] == ["Tier 1", "Tier 2", "Tier 3", "Engineering", "Desk"]
+    placed = [ref.text for lane in lanes for ref in lane.iterfind("bpmn:flowNodeRef", NS)]
+    assert sorted(placed) == sorted(el.get("id") for el in _flow_nodes(root))  # each node in exactly one lane
+
+
+def test_every_user_task_is_in_an_agent_lane_and_has_a_form(definition: tuple[Any, dict[str, Any]]) -> None:
+    spec, _ = definition
+    user_tasks = {s.bpmn_id: s for s in spec.task_specs.values() if isinstance(s, UserTaskMixin)}
+    assert sorted(user_tasks) == ["review_wish", "triage", "work_tier_1", "work_tier_2", "work_tier_3"]
+    for task_spec in user_tasks.values():
+        assert task_spec.lane in AGENT_LANES, task_spec.bpmn_id
+        form = task_spec.extensions.get("form")
+        assert form, f"{task_spec.bpmn_id} has no form"
+        for field in form:
+            assert field["type"] in {"string", "long", "boolean", "date", "enum"}
+            assert field["type"] != "enum" or field["options"], field["id"]
+    triage = {f["id"]: f for f in user_tasks["triage"].extensions["form"]}
+    assert [o[0] for o in triage["category"]["options"]] == ["question", "incident", "request", "wish"]
+    assert triage["priority"]["default"] == "P3"
+    assert triage["summary"]["validation"] == {"required": None, "maxlength": "200"}
+    outcomes = {
+        i: [o[0] for o in s.extensions["form"][0]["options"]] for i, s in user_tasks.items() if "work" in i
+    }
+    assert outcomes["work_tier_1"] == outcomes["work_tier_2"] == ["resolve", "wait_customer", "escalate"]
+    assert outcomes["work_tier_3"] == ["resolve", "wait_customer"]
+
+
+def test_every_element_is_drawn(root: etree._Element) -> None:
+    shapes = _shapes(root)
+    plane = root.find(".//bpmndi:BPMNPlane", NS)
+    assert plane.get("bpmnElement") == root.find("bpmn:collaboration", NS).get("id")
+    drawn = [el.get("id") for el in _flow_nodes(root)]
+    drawn += [el.get("id") for el in root.iterfind(".//bpmn:lane", NS)]
+    drawn += [el.get("id") for el in root.iterfind(".//bpmn:participant", NS)]
+    assert [i for i in drawn if i not in shapes] == []
+    edges = {e.get("bpmnElement"): e for e in root.iterfind(".//bpmndi:BPMNEdge", NS)}
+    for flow in _process(root).iterfind("bpmn:sequenceFlow", NS):
+        edge = edges[flow.get("id")]
+        points = [(float(p.get("x")), float(p.get("y"))) for p in edge.iterfind("di:waypoint", NS)]
+        assert len(points) >= 2, flow.get("id")
+        assert shapes[flow.get("sourceRef")].on_border(*points[0]), f"{flow.get('id')} starts off its source"
+        assert shapes[flow.get("targetRef")].on_border(*points[-1]), f"{flow.get('id')} ends off its target"
+        if flow.get("name"):
+            assert edge.find("bpmndi:BPMNLabel/dc:Bounds", NS) is not None, flow.get("id")
+    labelled = {s.get("bpmnElement") for s in root.iterfind(".//bpmndi:BPMNShape[bpmndi:BPMNLabel]", NS)}
+    for el in _flow_nodes(root):
+        if el.get("name") and not _local(el).endswith("Task"):
+            assert el.get("id") in labelled, el.get("id")
+
+
+def test_the_layout_keeps_shapes_apart_and_inside_their_lanes(root: etree._Element) -> None:
+    shapes = _shapes(root)
+    pool = shapes[root.find(".//bpmn:participant", NS).get("id")]
+    lanes = {lane.get("id"): lane for lane in root.iterfind(".//bpmn:lane", NS)}
+    for lane_id in lanes:
+        assert pool.contains(shapes[lane_id])
+    lane_boxes = [shapes[i] for i in lanes]
+    assert not any(a.overlaps(b) for i, a in enumerate(lane_boxes) for b in lane_boxes[i + 1 :])
+    lane_of = {ref.text: i for i, lane in lanes.items() for ref in lane.iterfind("bpmn:flowNodeRef", NS)}
+    nodes = _flow_nodes(root)
+    for el in nodes:
+        assert shapes[lanes[lane_of[el.get("id")]].get("id")].contains(shapes[el.get("id")]), el.get("id")
+        if _local(el) == "boundaryEvent":
+            host = shapes[el.get("attachedToRef")]
+            box = shapes[el.get("id")]
+            assert host.on_border(box.x + box.w / 2, box.y + box.h / 2), el.get("id")
+    solid = [shapes[el.get("id")] for el in nodes if _local(el) != "boundaryEvent"]
+    clashes = [(a, b) for i, a in enumerate(solid) for b in solid[i + 1 :] if a.overlaps(b)]
+    assert clashes == []
+
+
+def test_the_diagram_keeps_to_what_the_desk_runs_reliably(root: etree._Element) -> None:
+    process = _process(root)
+    for tag in ("inclusiveGateway", "complexGateway", "linkEventDefinition", "subProcess", "callActivity"):
+        assert process.find(f".//bpmn:{tag}", NS) is None, tag
+    flows = {f.get("id"): f for f in process.iterfind("bpmn:sequenceFlow", NS)}
+    for el in _flow_nodes(root):
+        outgoing = [flows[o.text] for o in el.iterfind("bpmn:outgoing", NS)]
+        if _local(el).endswith("Task"):
+            assert len(outgoing) == 1, el.get("id")
+        if _local(el) == "exclusiveGateway" and len(outgoing) > 1:
+            for flow in outgoing:
+                conditional = flow.find("bpmn:conditionExpression", NS) is not None
+                assert conditional != (flow.get("id") == el.get("default")), flow.get("id")
+        if _local(el) == "eventBasedGateway":
+            targets = [process.find(f"*[@id='{f.get('targetRef')}']", NS) for f in outgoing]
+            timers = [t for t in targets if t.find("bpmn:timerEventDefinition", NS) is not None]
+            messages = [t for t in targets if t.find("bpmn:messageEventDefinition", NS) is not None]
+            assert (len(timers), len(messages)) == (1, 1), el.get("id")
+    message_names = {m.get("id"): m.get("name") for m in root.iterfind("bpmn:message", NS)}
+    for ref in process.iterfind(".//bpmn:messageEventDefinition", NS):
+        assert message_names[ref.get("messageRef")] == "customer_replied"
+
+
+def _timer_expressions(root: etree._Element) -> Iterator[tuple[str, str]]:
+    for timer in _process(root).iterfind(".//bpmn:timerEventDefinition", NS):
+        for child in timer:
+            yield _local(child), (child.text or "").strip()
+
+
+def test_timers_are_quoted_durations_or_sla_due_calls(root: etree._Element) -> None:
+    assert sorted(_timer_expressions(root)) == [
+        ("timeDate", 'sla_due("first_response")'),
+        ("timeDate", 'sla_due("resolution")'),
+        ("timeDuration", '"P3D"'),
+        ("timeDuration", '"P4D"'),
+        ("timeDuration", '"P7D"'),
+    ]
+
+
+def test_scripts_and_expressions_use_only_desk_operations_and_pass_the_sandbox(root: etree._Element) -> None:
+    process = _process(root)
+    sources = [(s.text or "", "exec") for s in process.iterfind(".//bpmn:script", NS)]
+    sources += [(c.text or "", "eval") for c in process.iterfind(".//bpmn:conditionExpression", NS)]
+    sources += [(text, "eval") for _, text in _timer_expressions(root)]
+    assert len(sources) > 20
+    for source, mode in sources:
+        assert check_source(source, mode) == [], source
+        called = {n.func.id for n in ast.walk(ast.parse(source, mode=mode)) if isinstance(n, ast.Call)}
+        assert called <= {*DESK_OPERATIONS, "min"}, source

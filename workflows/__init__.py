@@ -1,0 +1,1 @@
+"""The service-desk domain: settings, database, models and the services that run tickets."""

@@ -1,0 +1,274 @@
+"""`lanedesk`: the command line operators and tests script against (DESIGN.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from engine.errors import DefinitionError, EngineError, FormInvalid
+from engine.validate import validate as validate_xml
+
+from . import bootstrap
+from .app import Desk, build_desk
+from .definitions import deploy_definition, validate_definition
+from .errors import DeskError
+from .output import dump_json, task_dict, ticket_dict, print_ticket, print_tasks
+from .settings import SettingsError
+from .tickets import add_customer_reply, get_ticket, open_ticket, reference, ticket_view
+from .users import add_user, get_user
+from .wakeups import wake_due_instances
+from .worklist import complete_task, list_tasks
+
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int = EXIT_PROBLEMS) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class DeskGroup(click.Group):
+    """Turns domain errors into one clear line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FormInvalid as exc:
+            for field, message in exc.errors.items():
+                click.echo(f"error: {field}: {message}", err=True)
+            sys.exit(EXIT_PROBLEMS)
+        except DefinitionError as exc:
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            sys.exit(EXIT_PROBLEMS)
+        except (DeskError, EngineError, SettingsError) as exc:
+            fail(str(exc))
+
+
+def desk(ctx: click.Context) -> Desk:
+    obj = ctx.find_root().obj
+    if obj is None:
+        obj = ctx.find_root().obj = build_desk()
+    assert isinstance(obj, Desk)
+    return obj
+
+
+@click.group(cls=DeskGroup)
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (INFO level).")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """Lanedesk: a service desk whose lifecycles are BPMN diagrams."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply migrations (idempotent) and create the default agent groups."""
+    created = bootstrap.upgrade_database(desk(ctx))
+    click.echo("database is up to date" + (f"; created groups {', '.join(created)}" if created else ""))
+
+
+@main.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--offline", is_flag=True, help="Check without a database (lanes are not matched to groups).")
+@click.pass_context
+def validate_cmd(ctx: click.Context, files: tuple[Path, ...], offline: bool) -> None:
+    """Check diagrams; one line per problem: FILE:LINE: ELEMENT_ID: message. Exit 0 or 1."""
+    problems = []
+    for path in files:
+        data = path.read_bytes()
+        if offline:
+            from .operations import offline_vocabulary
+
+            problems += validate_xml(data, str(path), offline_vocabulary())
+        else:
+            with desk(ctx).unit_of_work() as session:
+                problems += validate_definition(session, desk(ctx).settings, data, str(path))
+    for problem in problems:
+        click.echo(str(problem))
+    if problems:
+        sys.exit(EXIT_PROBLEMS)
+    click.echo(f"{len(files)} diagram(s) OK", err=True)
+
+
+@main.command("deploy")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--note", default="", help="Why this version (shown in the version list).")
+@click.option("--as", "as_email", default=None, help="The deploying owner or admin.")
+@click.pass_context
+def deploy_cmd(ctx: click.Context, file: Path, note: str, as_email: str | None) -> None:
+    """Validate FILE and store it as a new immutable version; print the version."""
+    d = desk(ctx)
+    with d.unit_of_work() as session:
+        actor = get_user(session, as_email) if as_email else None
+        if actor is not None and actor.role not in ("owner", "admin"):
+            fail(f"{actor.email} is an {actor.role}; only owners and admins deploy")
+        version, created = deploy_definition(session, d.settings, xml=file.read_bytes(), filename=file.name,
+                                             now=d.clock(), actor=actor, note=note)  # fmt: skip
+        state = "deployed" if created else "unchanged, already deployed as"
+        click.echo(f"{state} {version.process_id} version {version.version} ({version.content_hash[:12]})")
+
+
+@main.group()
+def user() -> None:
+    """Agents, owners and admins."""
+
+
+@user.command("add")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["agent", "owner", "admin"]), required=True)
+@click.option("--group", "groups", multiple=True, help="Agent group slug (repeatable), e.g. tier-1.")
+@click.option("--name", default="", help="Display name.")
+@click.pass_context
+def user_add(ctx: click.Context, email: str, role: str, groups: tuple[str, ...], name: str) -> None:
+    """Create a user."""
+    d = desk(ctx)
+    with d.unit_of_work() as session:
+        created = add_user(session, email=email, role=role, groups=list(groups), name=name, now=d.clock())
+        click.echo(f"added {created.email} ({role}{': ' + ', '.join(groups) if groups else ''})")
+
+
+@main.group()
+def ticket() -> None:
+    """Tickets."""
+
+
+@ticket.command("open")
+@click.option("--from", "sender", required=True, help="The requester's e-mail address.")
+@click.option("--subject", required=True)
+@click.option("--body", default="")
+@click.pass_context
+def ticket_open(ctx: click.Context, sender: str, subject: str, body: str) -> None:
+    """Open a ticket; prints its id (e.g. LD-1001)."""
+    d = desk(ctx)
+    with d.unit_of_work() as session:
+        opened = open_ticket(session, d.settings, requester=sender, subject=subject, body=body, now=d.clock())
+    click.echo(reference(d.settings, opened))
+
+
+@ticket.command("reply")
+@click.argument("ticket_id")
+@click.option("--from", "sender", required=True, help="The customer's e-mail address.")
+@click.option("--body", required=True)
+@click.pass_context
+def ticket_reply(ctx: click.Context, ticket_id: str, sender: str, body: str) -> None:
+    """Add a customer reply (as if it came by mail) and tell the process `customer_replied`."""
+    d = desk(ctx)
+    with d.unit_of_work() as session:
+        add_customer_reply(session, d.settings, ticket_ref=ticket_id, sender=sender, body=body, now=d.clock())
+    click.echo(f"reply added to {ticket_id}")
+
+
+@ticket.command("show")
+@click.argument("ticket_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def ticket_show(ctx: click.Context, ticket_id: str, as_json: bool) -> None:
+    """Status, open tasks and timeline of a ticket."""
+    d = desk(ctx)
+    with d.unit_of_work() as session:
+        view = ticket_view(session, d.settings, ticket_id)
+        if as_json:
+            click.echo(dump_json(ticket_dict(view)))
+        else:
+            print_ticket(view, d.settings.zone)
+
+
+@main.group()
+def task() -> None:
+    """Human tasks the diagrams hand to agents."""
+
+
+@task.command("list")
+@click.option("--ticket", "ticket_id", default=None)
+@click.option("--group", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def task_list(ctx: click.Context, ticket_id: str | None, group: str | None, as_json: bool) -> None:
+    """Open tasks, oldest first."""
+    d = desk(ctx)
+    with d.unit_of_work() as session:
+        tid = get_ticket(session, d.settings, ticket_id).id if ticket_id else None
+        tasks = list_tasks(session, ticket_id=tid, group=group)
+        if as_json:
+            click.echo(dump_json([task_dict(t, d.settings) for t in tasks]))
+        else:
+            print_tasks(tasks, d.settings)
+
+
+@task.command("complete")
+@click.argument("task_id")
+@click.option("--as", "as_email", required=True, help="The agent completing the task.")
+@click.option("--data", default="{}", help='Form data as a JSON object, e.g. \'{"priority": "P2"}\'.')
+@click.pass_context
+def task_complete(ctx: click.Context, task_id: str, as_email: str, data: str) -> None:
+    """Complete a task with form data and run the process on."""
+    try:
+        values = json.loads(data)
+    except ValueError as exc:
+        fail(f"--data is not JSON: {exc}", EXIT_USAGE)
+    if not isinstance(values, dict):
+        fail("--data must be a JSON object", EXIT_USAGE)
+    d = desk(ctx)
+    with d.unit_of_work() as session:
+        done = complete_task(session, d.settings, task_id=task_id, user=get_user(session, as_email), data=values,
+                             now=d.clock())  # fmt: skip
+        click.echo(f"completed “{done.name}”")
+
+
+@main.command("tick")
+@click.pass_context
+def tick(ctx: click.Context) -> None:
+    """Wake every instance whose timers are due, once."""
+    d = desk(ctx)
+    report = wake_due_instances(d.sessions, d.settings, now=d.clock)
+    click.echo(f"woke {len(report.woken)} instance(s)" + (f", {len(report.failed)} failed" if report.failed else ""))
+    for instance_id, reason in report.failed.items():
+        click.echo(f"instance {instance_id} failed: {reason}", err=True)
+
+
+@main.command("run")
+@click.option("--no-demo", is_flag=True, help="Do not add demo users and tickets to an empty desk.")
+@click.option("--once", is_flag=True, help="Prepare the desk and exit instead of running the timer loop.")
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between timer scans.")
+@click.pass_context
+def run(ctx: click.Context, no_demo: bool, once: bool, interval: float) -> None:
+    """All-in-one for a laptop: migrate, deploy bundled diagrams, demo data, wake timers."""
+    d = desk(ctx)
+    prepared = bootstrap.prepare(d, demo=not no_demo)
+    click.echo(f"Lanedesk is ready: database {d.engine.url.render_as_string(hide_password=True)}")
+    for item in prepared.deployed:
+        click.echo(f"  deployed {item}")
+    if prepared.demo_tickets:
+        click.echo(f"  demo tickets {', '.join(prepared.demo_tickets)}; agents triage@demo.lanedesk, "
+                   "lead@demo.lanedesk, expert@demo.lanedesk")  # fmt: skip
+    click.echo("  try: lanedesk task list   ·   lanedesk ticket show LD-1001")
+    if once:
+        return
+    click.echo(f"Running the timer loop (every {interval:g} s); the web UI and Celery worker come in later "
+               "releases. Ctrl-C stops.")  # fmt: skip
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(interval):
+            report = wake_due_instances(d.sessions, d.settings, now=d.clock)
+            if report.woken or report.failed:
+                click.echo(f"woke {len(report.woken)} instance(s), {len(report.failed)} failed")
+    except KeyboardInterrupt:
+        pass
+    click.echo("stopped")

@@ -1,0 +1,107 @@
+"""Typed settings read once from ``LANEDESK_*`` environment variables.
+
+Every variable also has a ``*_FILE`` form (read the value from that file, for secrets). A bad
+value fails at start with the variable's name, never later with a confusing traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+class SettingsError(ValueError):
+    """A LANEDESK_* variable has a value we cannot use."""
+
+
+def _raw(env: Mapping[str, str], name: str) -> str | None:
+    file_var = f"{name}_FILE"
+    if env.get(file_var):
+        try:
+            return Path(env[file_var]).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"{file_var}: cannot read {env[file_var]!r}: {exc.strerror}") from None
+    return env.get(name)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = _raw(env, name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _lane_groups(env: Mapping[str, str], name: str) -> dict[str, str]:
+    raw = _raw(env, name) or ""
+    mapping: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        lane, sep, group = item.partition("=")
+        if not sep or not lane.strip() or not group.strip():
+            raise SettingsError(f"{name}: expected 'Lane name=group-slug,...', got {item!r}")
+        mapping[lane.strip()] = group.strip()
+    return mapping
+
+
+def _domain(env: Mapping[str, str], name: str) -> str:
+    raw = _raw(env, name) or "lanedesk.localhost"
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?", raw) or ".." in raw:
+        raise SettingsError(f"{name}: expected a domain name such as desk.example.com, got {raw!r}")
+    return raw.lower()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with defaults that make ``lanedesk run`` work unconfigured."""
+
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    ticket_prefix: str = "LD"
+    timezone: str = "UTC"
+    lane_groups: dict[str, str] = field(default_factory=dict)
+    sql_echo: bool = False
+    max_upload_bytes: int = 5 * 1024 * 1024
+    mail_domain: str = "lanedesk.localhost"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from ``env`` (default: the process environment); raise SettingsError."""
+    env = os.environ if env is None else env
+    data_dir = Path(_raw(env, "LANEDESK_DATA_DIR") or "var")
+    database_url = _raw(env, "LANEDESK_DATABASE_URL") or f"sqlite:///{data_dir / 'lanedesk.db'}"
+    if "://" not in database_url:
+        raise SettingsError(f"LANEDESK_DATABASE_URL: expected a URL such as sqlite:///... , got {database_url!r}")
+    prefix = _raw(env, "LANEDESK_TICKET_PREFIX") or "LD"
+    if not prefix.isalnum() or not prefix.isupper():
+        raise SettingsError(f"LANEDESK_TICKET_PREFIX: expected upper-case letters/digits, got {prefix!r}")
+    timezone = _raw(env, "LANEDESK_TIMEZONE") or "UTC"
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"LANEDESK_TIMEZONE: unknown time zone {timezone!r}") from None
+    echo = (_raw(env, "LANEDESK_SQL_ECHO") or "0").lower()
+    if echo not in {"0", "1", "true", "false"}:
+        raise SettingsError(f"LANEDESK_SQL_ECHO: expected 0 or 1, got {echo!r}")
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        ticket_prefix=prefix,
+        timezone=timezone,
+        lane_groups=_lane_groups(env, "LANEDESK_LANE_GROUPS"),
+        sql_echo=echo in {"1", "true"},
+        max_upload_bytes=_int(env, "LANEDESK_MAX_UPLOAD_BYTES", 5 * 1024 * 1024, minimum=1024),
+        mail_domain=_domain(env, "LANEDESK_MAIL_DOMAIN"),
+    )

@@ -1,0 +1,154 @@
+"""Tickets: open one (from any channel), take customer replies, read one back."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import audit
+from .definitions import require_latest_version
+from .errors import InvalidInput, NotFound
+from .instances import advance, buffer_message, lock_instance, start_instance
+from .models import (
+    TICKET_NUMBER_OFFSET,
+    AuditEvent,
+    ConversationEntry,
+    Customer,
+    HumanTask,
+    SlaClock,
+    Ticket,
+    WorkflowInstance,
+)
+from .settings import Settings
+
+DEFAULT_PROCESS = "ticket_lifecycle"
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+
+
+def normalise_email(email: str) -> str:
+    address = email.strip()
+    if not _EMAIL.match(address):
+        raise InvalidInput(f"not an e-mail address: {email!r}")
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def customer_for(session: Session, email: str, *, name: str = "", now: datetime) -> Customer:
+    """The customer with ``email``, created on first contact."""
+    address = normalise_email(email)
+    customer = session.scalar(select(Customer).where(Customer.email == address))
+    if customer is None:
+        customer = Customer(email=address, name=name or address.split("@")[0], created_at=now)
+        session.add(customer)
+        session.flush()
+    return customer
+
+
+def open_ticket(
+    session: Session,
+    settings: Settings,
+    *,
+    requester: str,
+    subject: str,
+    body: str,
+    now: datetime,
+    requester_name: str = "",
+    process_id: str = DEFAULT_PROCESS,
+) -> Ticket:
+    """Open a ticket and start its lifecycle; the one way every channel opens tickets."""
+    subject = " ".join(subject.split())
+    if not subject:
+        raise InvalidInput("a ticket needs a subject")
+    version = require_latest_version(session, process_id)
+    customer = customer_for(session, requester, name=requester_name, now=now)
+    ticket = Ticket(subject=subject[:998], status="new", priority="P3", requester=customer,
+                    created_at=now, updated_at=now)  # fmt: skip
+    session.add(ticket)
+    session.flush()
+    session.add(ConversationEntry(ticket_id=ticket.id, kind="inbound", customer_id=customer.id, body=body,
+                                  created_at=now))  # fmt: skip
+    actor = audit.actor_of(customer)
+    audit.record(session, ticket_id=ticket.id, actor=actor, action="ticket_opened", now=now, detail=subject,
+                 data={"process_id": process_id, "version": version.version})  # fmt: skip
+    start_instance(session, settings, ticket, version, now=now, actor=actor)
+    return ticket
+
+
+def parse_ticket_ref(settings: Settings, ref: str | int) -> int:
+    """Ticket id from ``LD-1042``, ``1042`` or an int number."""
+    text = str(ref).strip().upper()
+    prefix = f"{settings.ticket_prefix}-"
+    number = text[len(prefix):] if text.startswith(prefix) else text
+    if not number.isdigit() or int(number) <= TICKET_NUMBER_OFFSET:
+        raise NotFound(f"no ticket {ref}")
+    return int(number) - TICKET_NUMBER_OFFSET
+
+
+def get_ticket(session: Session, settings: Settings, ref: str | int) -> Ticket:
+    ticket = session.get(Ticket, parse_ticket_ref(settings, ref))
+    if ticket is None:
+        raise NotFound(f"no ticket {ref}")
+    return ticket
+
+
+def instance_of(session: Session, ticket: Ticket) -> WorkflowInstance:
+    row = session.scalar(select(WorkflowInstance).where(WorkflowInstance.ticket_id == ticket.id)
+                         .order_by(WorkflowInstance.id.desc()).limit(1))  # fmt: skip
+    if row is None:
+        raise NotFound(f"ticket {ticket.id} has no workflow instance")
+    return row
+
+
+def add_customer_reply(
+    session: Session, settings: Settings, *, ticket_ref: str | int, sender: str, body: str, now: datetime
+) -> ConversationEntry:
+    """Record a customer's reply on the ticket and deliver ``customer_replied`` to its process.
+
+    The message is buffered first: if no catch event waits for it now, it waits for one.
+    """
+    ticket = get_ticket(session, settings, ticket_ref)
+    customer = customer_for(session, sender, now=now)
+    entry = ConversationEntry(ticket_id=ticket.id, kind="inbound", customer_id=customer.id, body=body, created_at=now)
+    session.add(entry)
+    session.flush()
+    actor = audit.actor_of(customer)
+    audit.record(session, ticket_id=ticket.id, actor=actor, action="customer_replied", now=now,
+                 detail=body[:200], data={"entry_id": entry.id})  # fmt: skip
+    row = lock_instance(session, instance_of(session, ticket).id)
+    buffer_message(session, row, "customer_replied", {"entry_id": entry.id}, now)
+    # An empty action: advance() offers buffered messages to whatever waits now, and settles
+    # them with a reason when the process has already finished.
+    advance(session, settings, row, lambda instance, functions: (None, []), now=now, actor=actor)
+    return entry
+
+
+@dataclass(frozen=True)
+class TicketView:
+    ticket: Ticket
+    reference: str
+    instance: WorkflowInstance
+    open_tasks: list[HumanTask]
+    timeline: list[AuditEvent]
+    conversation: list[ConversationEntry]
+    sla: list[SlaClock]
+
+
+def ticket_view(session: Session, settings: Settings, ref: str | int) -> TicketView:
+    """Everything ``ticket show`` and the ticket page display, without loading the workflow."""
+    ticket = get_ticket(session, settings, ref)
+    tasks = session.scalars(select(HumanTask).where(HumanTask.ticket_id == ticket.id, HumanTask.state == "open")
+                            .order_by(HumanTask.created_at)).all()  # fmt: skip
+    timeline = session.scalars(select(AuditEvent).where(AuditEvent.ticket_id == ticket.id).order_by(AuditEvent.id)).all()
+    conversation = session.scalars(select(ConversationEntry).where(ConversationEntry.ticket_id == ticket.id)
+                                   .order_by(ConversationEntry.id)).all()  # fmt: skip
+    sla = session.scalars(select(SlaClock).where(SlaClock.ticket_id == ticket.id).order_by(SlaClock.id)).all()
+    return TicketView(ticket, reference(settings, ticket), instance_of(session, ticket), list(tasks),
+                      list(timeline), list(conversation), list(sla))  # fmt: skip
+
+
+def reference(settings: Settings, ticket: Ticket) -> str:
+    return f"{settings.ticket_prefix}-{ticket.number}"

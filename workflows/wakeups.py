@@ -1,0 +1,88 @@
+"""Waking instances whose timers are due: `lanedesk tick` and (later) Celery beat."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from engine.errors import EngineError
+from engine.runtime import Functions, Instance
+
+from . import audit
+from .db import unit_of_work
+from .instances import advance
+from .models import WorkflowInstance
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WakeReport:
+    woken: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+def due_instance_ids(session: Session, now: datetime, limit: int = 500) -> list[int]:
+    """Ids of running instances whose next wake time has passed, most overdue first."""
+    query = (
+        select(WorkflowInstance.id)
+        .where(WorkflowInstance.status == "running", WorkflowInstance.next_wake_at <= now)
+        .order_by(WorkflowInstance.next_wake_at)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def wake_instance(session: Session, settings: Settings, instance_id: int, *, now: datetime) -> bool:
+    """Fire the due timers of one instance; False when it was not due (any more) or is busy.
+
+    Claims the row with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so many workers never fire
+    one instance twice; the due check is repeated under the lock for the same reason.
+    """
+    query = select(WorkflowInstance).where(WorkflowInstance.id == instance_id).execution_options(populate_existing=True)
+    row = session.scalar(query.with_for_update(skip_locked=True))
+    if row is None or row.status != "running" or row.next_wake_at is None or row.next_wake_at > now:
+        return False
+
+    def action(instance: Instance, functions: Functions) -> tuple[None, list]:  # type: ignore[type-arg]
+        return None, instance.fire_due_timers(now=now, functions=functions)
+
+    advance(session, settings, row, action, now=now, actor=audit.TIMER)
+    return True
+
+
+def wake_due_instances(
+    factory: sessionmaker[Session], settings: Settings, *, now: Callable[[], datetime], limit: int = 500
+) -> WakeReport:
+    """Wake every due instance once, each in its own transaction.
+
+    A timer whose script fails marks its instance *failed* with the reason (and an audit row)
+    instead of failing again every few seconds; the other instances go on.
+    """
+    report = WakeReport()
+    with unit_of_work(factory) as session:
+        ids = due_instance_ids(session, now(), limit)
+    for instance_id in ids:
+        try:
+            with unit_of_work(factory) as session:
+                if wake_instance(session, settings, instance_id, now=now()):
+                    report.woken.append(instance_id)
+        except EngineError as exc:
+            log.warning("instance %s failed while waking: %s", instance_id, exc)
+            report.failed[instance_id] = str(exc)
+            with unit_of_work(factory) as session:
+                _mark_failed(session, instance_id, str(exc), now())
+    return report
+
+
+def _mark_failed(session: Session, instance_id: int, reason: str, now: datetime) -> None:
+    row = session.get_one(WorkflowInstance, instance_id)
+    row.status, row.error, row.updated_at = "failed", reason, now
+    audit.record(session, ticket_id=row.ticket_id, actor=audit.TIMER, action="instance_failed", now=now,
+                 detail=reason)  # fmt: skip

@@ -1,0 +1,87 @@
+"""Human tasks: list the inbox, claim, and complete a task with its form data."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from engine.runtime import Functions, Instance
+
+from . import audit
+from .errors import Conflict, NotFound, PermissionDenied
+from .instances import advance, lock_instance
+from .models import Group, HumanTask, User
+from .settings import Settings
+
+
+def list_tasks(
+    session: Session, *, ticket_id: int | None = None, group: str | None = None, include_closed: bool = False
+) -> list[HumanTask]:
+    """Open human tasks (oldest first), optionally for one ticket or group. Never loads a workflow."""
+    query = select(HumanTask).order_by(HumanTask.created_at, HumanTask.id)
+    if not include_closed:
+        query = query.where(HumanTask.state == "open")
+    if ticket_id is not None:
+        query = query.where(HumanTask.ticket_id == ticket_id)
+    if group is not None:
+        query = query.join(Group, HumanTask.group_id == Group.id).where(Group.slug == group)
+    return list(session.scalars(query))
+
+
+def _may_work_on(user: User, task: HumanTask) -> bool:
+    return user.role == "admin" or any(g.id == task.group_id for g in user.groups)
+
+
+def _open_task(session: Session, task_id: str, user: User) -> HumanTask:
+    task = session.get(HumanTask, task_id, populate_existing=True)
+    if task is None:
+        raise NotFound(f"no task {task_id}")
+    if not _may_work_on(user, task):
+        group = task.group.slug if task.group else "no group"
+        raise PermissionDenied(f"{user.email} is not in {group}, which this task belongs to")
+    if task.state != "open":
+        who = session.get(User, task.completed_by_id) if task.completed_by_id else None
+        by = f" by {who.email}" if who else ""
+        raise Conflict(f"task “{task.name}” was already {task.state}{by}; nothing was changed")
+    return task
+
+
+def claim_task(session: Session, *, task_id: str, user: User, now: datetime) -> HumanTask:
+    """Make ``user`` the task's assignee (only when nobody else holds it)."""
+    task = _open_task(session, task_id, user)
+    if task.assignee_id not in (None, user.id):
+        raise Conflict(f"task “{task.name}” is already claimed by {task.assignee.email if task.assignee else '?'}")
+    task.assignee_id, task.claimed_at = user.id, now
+    audit.record(session, ticket_id=task.ticket_id, actor=audit.actor_of(user), action="task_claimed", now=now,
+                 element_id=task.element_id, task_id=task.id, detail=task.name)  # fmt: skip
+    return task
+
+
+def complete_task(
+    session: Session, settings: Settings, *, task_id: str, user: User, data: dict[str, Any], now: datetime
+) -> HumanTask:
+    """Complete a task with form ``data`` and run the process on, as one event.
+
+    Raises Conflict when someone else completed (or holds) it first, PermissionDenied when
+    ``user`` is not in its group, engine FormInvalid when the data fails the form — in every
+    case nothing is changed.
+    """
+    task = _open_task(session, task_id, user)
+    row = lock_instance(session, task.instance_id)
+    task = _open_task(session, task_id, user)  # re-read under the lock: another agent may have won
+    if task.assignee_id not in (None, user.id):
+        raise Conflict(f"task “{task.name}” is claimed by {task.assignee.email if task.assignee else '?'}")
+    actor = audit.actor_of(user)
+
+    def action(instance: Instance, functions: Functions) -> tuple[dict[str, Any], list[Any]]:
+        return instance.complete_task(task.id, data, now=now, functions=functions)
+
+    task.state, task.completed_at, task.completed_by_id = "completed", now, user.id
+    task.assignee_id = task.assignee_id or user.id
+    completed = audit.record(session, ticket_id=task.ticket_id, actor=actor, action="task_completed", now=now,
+                             element_id=task.element_id, task_id=task.id, detail=task.name)  # fmt: skip
+    completed.data = advance(session, settings, row, action, now=now, actor=actor)
+    return task

@@ -59,16 +59,23 @@ def bench_open(desk: Desk, count: int, runs: int) -> tuple[float, list[float]]:
         started = time.perf_counter()
         for i in range(count):
             with desk.unit_of_work() as session:
-                open_ticket(session, desk.settings, requester=f"c{i}@bench.example", subject=f"Bench {i}", body="b",
-                            now=desk.clock())  # fmt: skip
+                open_ticket(
+                    session,
+                    desk.settings,
+                    requester=f"c{i}@bench.example",
+                    subject=f"Bench {i}",
+                    body="b",
+                    now=desk.clock(),
+                )
         rates.append(count / (time.perf_counter() - started))
     return statistics.median(rates), rates
 
 
 def _work_task(desk: Desk, ticket_id: int) -> str:
     with desk.unit_of_work() as session:
-        task_id = session.scalar(select(HumanTask.id).where(HumanTask.ticket_id == ticket_id,
-                                                            HumanTask.state == "open"))  # fmt: skip
+        task_id = session.scalar(
+            select(HumanTask.id).where(HumanTask.ticket_id == ticket_id, HumanTask.state == "open")
+        )
         assert task_id is not None, "the ticket has no open task"
         return task_id
 
@@ -77,13 +84,25 @@ def bench_rounds(desk: Desk, rounds: int) -> list[tuple[int, float, float, int]]
     """Rows: (round, agent step ms, customer step ms, stored state bytes)."""
     clock = desk.clock
     with desk.unit_of_work() as session:
-        ticket = open_ticket(session, desk.settings, requester="long@bench.example", subject="Long-lived",
-                             body="b", now=clock())  # fmt: skip
+        ticket = open_ticket(
+            session,
+            desk.settings,
+            requester="long@bench.example",
+            subject="Long-lived",
+            body="b",
+            now=clock(),
+        )
         agent = session.scalar(select(User).where(User.email == "agent@bench.example"))
         ticket_id = ticket.id
     with desk.unit_of_work() as session:
-        complete_task(session, desk.settings, task_id=_work_task(desk, ticket_id), user=agent,
-                      data={"category": "incident", "priority": "P3", "summary": "bench"}, now=clock())  # fmt: skip
+        complete_task(
+            session,
+            desk.settings,
+            task_id=_work_task(desk, ticket_id),
+            user=agent,
+            data={"category": "incident", "priority": "P3", "summary": "bench"},
+            now=clock(),
+        )
     wanted = {c for c in CHECKPOINTS if c <= rounds}
     samples: dict[int, tuple[list[float], list[float]]] = {c: ([], []) for c in wanted}
     rows = []
@@ -91,12 +110,24 @@ def bench_rounds(desk: Desk, rounds: int) -> list[tuple[int, float, float, int]]
         task_id = _work_task(desk, ticket_id)
         t0 = time.perf_counter()
         with desk.unit_of_work() as session:
-            complete_task(session, desk.settings, task_id=task_id, user=agent,
-                          data={"outcome": "wait_customer"}, now=clock())  # fmt: skip
+            complete_task(
+                session,
+                desk.settings,
+                task_id=task_id,
+                user=agent,
+                data={"outcome": "wait_customer"},
+                now=clock(),
+            )
         t1 = time.perf_counter()
         with desk.unit_of_work() as session:
-            add_customer_reply(session, desk.settings, ticket_ref=ticket_id + 1000, sender="long@bench.example",
-                               body=f"reply {rnd}", now=clock())  # fmt: skip
+            add_customer_reply(
+                session,
+                desk.settings,
+                ticket_ref=ticket_id + 1000,
+                sender="long@bench.example",
+                body=f"reply {rnd}",
+                now=clock(),
+            )
         t2 = time.perf_counter()
         for c in wanted:
             if c <= rnd < c + WINDOW:
@@ -104,19 +135,28 @@ def bench_rounds(desk: Desk, rounds: int) -> list[tuple[int, float, float, int]]
                 samples[c][1].append((t2 - t1) * 1000)
         if rnd in wanted:
             with desk.unit_of_work() as session:
-                state = session.scalar(select(WorkflowInstance.state).where(WorkflowInstance.ticket_id == ticket_id))
+                state = session.scalar(
+                    select(WorkflowInstance.state).where(WorkflowInstance.ticket_id == ticket_id)
+                )
             rows.append((rnd, 0.0, 0.0, len(state or "")))
-    return [(r, statistics.median(samples[r][0]), statistics.median(samples[r][1]), size) for r, _, _, size in rows]
+    return [
+        (r, statistics.median(samples[r][0]), statistics.median(samples[r][1]), size)
+        for r, _, _, size in rows
+    ]
 
 
 def report(label: str, desk: Desk, args: argparse.Namespace) -> None:
     median, rates = bench_open(desk, args.tickets, args.runs)
     print(f"\n== {label}")
-    print(f"tickets opened/s (open → persisted → waiting at triage), {args.tickets} per run, {args.runs} runs:")
+    print(
+        f"tickets opened/s (open → persisted → waiting at triage), {args.tickets} per run, {args.runs} runs:"
+    )
     print(f"  median {median:,.0f}/s   runs {', '.join(f'{r:,.0f}' for r in rates)}")
     rows = bench_rounds(desk, args.rounds)
     print(f"one step on a long-lived ticket (median of {WINDOW} steps from each round):")
-    print(f"  {'round':>6} {'agent step ms':>14} {'reply step ms':>14} {'state bytes':>12} {'vs round 1':>11}")
+    print(
+        f"  {'round':>6} {'agent step ms':>14} {'reply step ms':>14} {'state bytes':>12} {'vs round 1':>11}"
+    )
     base = (rows[0][1] + rows[0][2]) / 2
     for rnd, agent_ms, reply_ms, size in rows:
         ratio = ((agent_ms + reply_ms) / 2) / base
@@ -124,7 +164,9 @@ def report(label: str, desk: Desk, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tickets", type=int, default=300, help="tickets per throughput run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5000, help="customer/agent rounds on one ticket")
@@ -133,7 +175,11 @@ def main() -> None:
     args = parser.parse_args()
     clock = StepClock(step=timedelta(seconds=1))
     with tempfile.TemporaryDirectory() as tmp:
-        report("SQLite (WAL, synchronous=NORMAL)", fresh_desk(f"sqlite:///{tmp}/bench.db", Path(tmp), clock), args)
+        report(
+            "SQLite (WAL, synchronous=NORMAL)",
+            fresh_desk(f"sqlite:///{tmp}/bench.db", Path(tmp), clock),
+            args,
+        )
     if args.postgres and not args.sqlite_only:
         try:
             desk = fresh_desk(args.postgres, Path(tempfile.gettempdir()), clock)

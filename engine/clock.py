@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
+from typing import Any
 
 import SpiffWorkflow.bpmn.specs.event_definitions.timer as _spiff_timer
 
@@ -23,7 +24,7 @@ Clock = Callable[[], datetime]
 
 def system_clock() -> datetime:
     """The real time, aware, in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def ensure_aware(moment: datetime) -> datetime:
@@ -33,8 +34,15 @@ def ensure_aware(moment: datetime) -> datetime:
     return moment
 
 
-class _ClockDatetime(datetime):
-    """``datetime`` whose ``now()`` honours the engine call's bound time."""
+class ClockDatetime(datetime):
+    """``datetime`` whose ``now()`` honours the engine call's bound time.
+
+    Every value it makes is a plain ``datetime`` (``__new__`` returns one), so nothing of this
+    class ever reaches task data or the serializer, which maps exact classes.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> datetime:  # type: ignore[misc]
+        return datetime(*args, **kwargs)
 
     @classmethod
     def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
@@ -60,7 +68,7 @@ def engine_now() -> datetime:
 
 
 def _install() -> None:
-    _spiff_timer.datetime = _ClockDatetime  # type: ignore[misc]
+    _spiff_timer.datetime = ClockDatetime
 
 
 _install()

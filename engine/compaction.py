@@ -17,13 +17,16 @@ of the tree after every step, keeping only what the engine still reads:
   event splits), so sibling branches stay siblings;
 * one finished ``EndJoin`` per workflow: the newest, after its parent's data has absorbed (in
   ``last_state_change`` order) the parent data of all the others, because the final ``EndJoin``
-  merges every finished instance's parent data when the process completes.
+  merges every finished instance's parent data when the process completes;
+* ``workflow.last_task`` itself. The recipe in the notes moves it to its nearest kept ancestor;
+  keeping the one task instead leaves ``last_task`` and ``run_next()`` exactly as in the stock
+  engine (the most recent task is often a finished ``BoundaryEventJoin`` with no children).
 
 Each kept task is re-attached to its nearest kept ancestor; everything else is dropped, together
-with the subprocess workflows of dropped tasks, their event-manager registrations, and a
-``last_task`` pointer into them (moved to the nearest kept ancestor). Data is safe because every
-task holds its full data in memory and the serializer recomputes deltas against the new parent
-at save time; ``workflow.tasks`` keeps parent-before-child order, which deserialization needs.
+with the subprocess workflows of dropped tasks and their event-manager registrations. Data is
+safe because every task holds its full data in memory and the serializer recomputes deltas
+against the new parent at save time; ``workflow.tasks`` keeps parent-before-child order, which
+deserialization needs.
 
 Consequences for callers: history is gone (keep the audit trail in our own tables), and
 ``reset_from_task_id`` can only target tasks that were kept.
@@ -32,6 +35,7 @@ Consequences for callers: history is gone (keep the audit trail in our own table
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Iterable
 from copy import deepcopy
 from typing import Any
@@ -46,6 +50,8 @@ from SpiffWorkflow.util.deep_merge import DeepMerge
 from SpiffWorkflow.util.task import TaskIterator, TaskState
 
 __all__ = ["DEPTH_LIMIT", "compact", "patch_depth_limit"]
+
+_log = logging.getLogger(__name__)
 
 #: States whose tasks are history. ERROR is deliberately absent: a failed task stays visible.
 _DONE = TaskState.COMPLETED | TaskState.CANCELLED
@@ -96,6 +102,7 @@ def _compact_workflow(wf: Any, top: BpmnWorkflow) -> int:
     root = wf.task_tree
     order = _preorder(tasks, root.id)
     if order is None or len(order) != len(tasks):
+        _log.warning("not compacting %s: its task tree does not reach every task", wf.spec.name)
         return 0
 
     last = wf.last_task.id if wf.last_task is not None else None
@@ -105,7 +112,6 @@ def _compact_workflow(wf: Any, top: BpmnWorkflow) -> int:
         return 0
 
     # Re-attach every kept task to its nearest kept ancestor, preserving sibling order.
-    nearest: dict[UUID, UUID] = {}  # dropped task -> nearest kept ancestor
     new_parent: dict[UUID, UUID | None] = {root.id: None}
     new_children: dict[UUID, list[UUID]] = {tid: [] for tid in keep}
     stack: list[tuple[UUID, UUID | None]] = [(root.id, None)]
@@ -116,12 +122,8 @@ def _compact_workflow(wf: Any, top: BpmnWorkflow) -> int:
                 new_parent[tid] = anchor
                 new_children[anchor].append(tid)
             anchor = tid
-        elif anchor is not None:
-            nearest[tid] = anchor
         stack.extend((child, anchor) for child in reversed(tasks[tid]._children))
 
-    if wf.last_task is not None and wf.last_task.id in nearest:
-        wf.last_task = tasks[nearest[wf.last_task.id]]  # only if it was not kept (it normally is)
     for tid in keep:
         task = tasks[tid]
         task._parent = new_parent[tid]

@@ -16,7 +16,7 @@ from SpiffWorkflow.spiff.parser.task_spec import UserTaskParser
 from SpiffWorkflow.spiff.specs.defaults import UserTask
 
 CAMUNDA_NS = "http://camunda.org/schema/1.0/bpmn"
-_C = "{%s}" % CAMUNDA_NS
+_C = f"{{{CAMUNDA_NS}}}"
 
 
 def read_form_fields(node: etree._Element) -> list[dict[str, Any]]:

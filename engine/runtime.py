@@ -18,10 +18,10 @@ from typing import Any
 from uuid import UUID
 
 from SpiffWorkflow.bpmn import BpmnEvent
-from SpiffWorkflow.exceptions import TaskNotFoundException
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.multiple import MultipleEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins import UserTaskMixin
+from SpiffWorkflow.exceptions import TaskNotFoundException
 from SpiffWorkflow.util.task import TaskState
 
 from . import state as state_store
@@ -147,9 +147,14 @@ class Instance:
     # -- creating and storing ------------------------------------------------------------
     @classmethod
     def start(
-        cls, definition: Definition, *, data: Mapping[str, Any], now: datetime, functions: Functions,
+        cls,
+        definition: Definition,
+        *,
+        data: Mapping[str, Any],
+        now: datetime,
+        functions: Functions,
         on_step: Callable[[Step], None] | None = None,
-    ) -> tuple[Instance, list[Step]]:  # fmt: skip
+    ) -> tuple[Instance, list[Step]]:
         """Create an instance, seed its start data and run it until it blocks."""
         workflow = state_store.DeskWorkflow(
             definition.spec, definition.subprocess_specs, script_engine=SandboxedScriptEngine()
@@ -209,6 +214,10 @@ class Instance:
         task = self._ready_user_task(task_id)
         cleaned = validate_submission(task.task_spec.extensions.get("form", []), dict(data))
         with self._call(now, functions) as steps:
+            # Timers that fell due before this event come first (one event at a time, in
+            # time order): an agent cannot complete a task its deadline already took away.
+            self._advance(steps)
+            task = self._ready_user_task(task_id)
             self._record(steps, task)
             task.data.update(cleaned)
             task.run()
@@ -224,9 +233,14 @@ class Instance:
         offers them again after later steps (:meth:`waiting_messages`).
         """
         ed = self.definition.message_event(name)
-        if ed is None or not self._catchers(name):
+        if ed is None:
             return False, []
         with self._call(now, functions) as steps:
+            # Fire overdue timers first: behind an event-based gateway SpiffWorkflow 3.2.0 would
+            # otherwise take the message *and* every passed timer, running both branches.
+            self._advance(steps)
+            if not self._catchers(name):
+                return False, steps
             self.workflow.catch(BpmnEvent(ed, dict(payload)))
             self._advance(steps)
         return True, steps

@@ -43,6 +43,7 @@ from SpiffWorkflow.bpmn.script_engine.python_environment import BasePythonScript
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.exceptions import WorkflowException
 
+from .clock import ClockDatetime
 from .errors import SandboxViolation, ScriptError
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,10 @@ _ADDED = {"all", "any", "enumerate", "filter", "map", "max", "min", "reversed", 
 _ADDED |= {"dict", "frozenset", "list", "set", "tuple"}
 _BUILTINS: dict[str, Any] = {k: v for k, v in safe_builtins.items() if k[0] != "_" and k not in _DROPPED}
 _BUILTINS.update((k, getattr(builtins, k)) for k in _ADDED)
-_BUILTINS.update(pow=_pow, range=_range, sum=_sum, datetime=datetime, timedelta=timedelta, timezone=timezone)
+# Scripts see the engine clock's datetime: datetime.now() inside a step is the step's "now".
+_BUILTINS.update(
+    pow=_pow, range=_range, sum=_sum, datetime=ClockDatetime, timedelta=timedelta, timezone=timezone
+)
 #: The vocabulary scripts and expressions may use besides task data and desk functions.
 ALLOWED_BUILTINS: frozenset[str] = frozenset(_BUILTINS) | {"print"}  # print goes to the debug log
 _BUILTINS.update(

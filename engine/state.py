@@ -36,7 +36,7 @@ class DeskWorkflow(BpmnWorkflow):
 
     @property
     def script_engine(self) -> SandboxedScriptEngine:
-        engine: SandboxedScriptEngine = self._BpmnWorkflow__script_engine  # type: ignore[attr-defined]
+        engine: SandboxedScriptEngine = self._BpmnWorkflow__script_engine
         return engine
 
     @script_engine.setter

@@ -62,7 +62,8 @@ def line_of(root: etree._Element, element_id: str | None) -> int:
     """
     if not element_id:
         return 1
-    found = root.xpath("//*[@id=$i]", i=element_id)
-    if found and found[0].sourceline:
-        return int(found[0].sourceline)
+    for element in root.iter():
+        line = getattr(element, "sourceline", None)  # lxml-stubs mistype it
+        if element.get("id") == element_id and isinstance(line, int) and line > 0:
+            return line
     return 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from workflows.users import ensure_default_groups
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATABASE_URL = os.environ.get("LANEDESK_TEST_DATABASE_URL", "")
 #: A Monday morning, so business-hour reasoning in tests stays readable.
-MONDAY_9 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+MONDAY_9 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 def pytest_report_header() -> str:

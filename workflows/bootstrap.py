@@ -27,7 +27,11 @@ DEMO_USERS = [
     ("admin@demo.lanedesk", "admin", [], "Ada Admin"),
 ]
 DEMO_TICKETS = [
-    ("jana@customer.example", "Cannot log in since this morning", "Hi, the login page says my password is wrong."),
+    (
+        "jana@customer.example",
+        "Cannot log in since this morning",
+        "Hi, the login page says my password is wrong.",
+    ),
     ("petr@customer.example", "Invoice 2026-113 has the wrong VAT number", "Please correct our VAT number."),
     ("ops@customer.example", "Please add dark mode", "Our night shift would love a dark theme."),
 ]
@@ -51,8 +55,14 @@ def deploy_bundled(desk: Desk, directory: Path = BUNDLED_DIR) -> list[str]:
     deployed = []
     for path in sorted(directory.glob("*.bpmn")):
         with desk.unit_of_work() as session:
-            version, created = deploy_definition(session, desk.settings, xml=path.read_bytes(), filename=path.name,
-                                                 now=desk.clock(), note="bundled diagram")  # fmt: skip
+            version, created = deploy_definition(
+                session,
+                desk.settings,
+                xml=path.read_bytes(),
+                filename=path.name,
+                now=desk.clock(),
+                note="bundled diagram",
+            )
             if created:
                 deployed.append(f"{version.process_id} v{version.version}")
     return deployed
@@ -71,6 +81,8 @@ def prepare(desk: Desk, *, demo: bool = True) -> Prepared:
             for email, role, groups, name in DEMO_USERS:
                 add_user(session, email=email, role=role, groups=groups, name=name, now=now)
             for sender, subject, body in DEMO_TICKETS:
-                ticket = open_ticket(session, desk.settings, requester=sender, subject=subject, body=body, now=now)
+                ticket = open_ticket(
+                    session, desk.settings, requester=sender, subject=subject, body=body, now=now
+                )
                 result.demo_tickets.append(reference(desk.settings, ticket))
     return result

@@ -19,7 +19,7 @@ from . import bootstrap
 from .app import Desk, build_desk
 from .definitions import deploy_definition, validate_definition
 from .errors import DeskError
-from .output import dump_json, task_dict, ticket_dict, print_ticket, print_tasks
+from .output import dump_json, print_tasks, print_ticket, task_dict, ticket_dict
 from .settings import SettingsError
 from .tickets import add_customer_reply, get_ticket, open_ticket, reference, ticket_view
 from .users import add_user, get_user
@@ -66,8 +66,10 @@ def desk(ctx: click.Context) -> Desk:
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
     """Lanedesk: a service desk whose lifecycles are BPMN diagrams."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 @main.group()
@@ -84,7 +86,9 @@ def db_upgrade(ctx: click.Context) -> None:
 
 
 @main.command("validate")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.option("--offline", is_flag=True, help="Check without a database (lanes are not matched to groups).")
 @click.pass_context
 def validate_cmd(ctx: click.Context, files: tuple[Path, ...], offline: bool) -> None:
@@ -118,8 +122,15 @@ def deploy_cmd(ctx: click.Context, file: Path, note: str, as_email: str | None) 
         actor = get_user(session, as_email) if as_email else None
         if actor is not None and actor.role not in ("owner", "admin"):
             fail(f"{actor.email} is an {actor.role}; only owners and admins deploy")
-        version, created = deploy_definition(session, d.settings, xml=file.read_bytes(), filename=file.name,
-                                             now=d.clock(), actor=actor, note=note)  # fmt: skip
+        version, created = deploy_definition(
+            session,
+            d.settings,
+            xml=file.read_bytes(),
+            filename=file.name,
+            now=d.clock(),
+            actor=actor,
+            note=note,
+        )
         state = "deployed" if created else "unchanged, already deployed as"
         click.echo(f"{state} {version.process_id} version {version.version} ({version.content_hash[:12]})")
 
@@ -226,8 +237,9 @@ def task_complete(ctx: click.Context, task_id: str, as_email: str, data: str) ->
         fail("--data must be a JSON object", EXIT_USAGE)
     d = desk(ctx)
     with d.unit_of_work() as session:
-        done = complete_task(session, d.settings, task_id=task_id, user=get_user(session, as_email), data=values,
-                             now=d.clock())  # fmt: skip
+        done = complete_task(
+            session, d.settings, task_id=task_id, user=get_user(session, as_email), data=values, now=d.clock()
+        )
         click.echo(f"completed “{done.name}”")
 
 
@@ -237,7 +249,9 @@ def tick(ctx: click.Context) -> None:
     """Wake every instance whose timers are due, once."""
     d = desk(ctx)
     report = wake_due_instances(d.sessions, d.settings, now=d.clock)
-    click.echo(f"woke {len(report.woken)} instance(s)" + (f", {len(report.failed)} failed" if report.failed else ""))
+    click.echo(
+        f"woke {len(report.woken)} instance(s)" + (f", {len(report.failed)} failed" if report.failed else "")
+    )
     for instance_id, reason in report.failed.items():
         click.echo(f"instance {instance_id} failed: {reason}", err=True)
 
@@ -255,13 +269,17 @@ def run(ctx: click.Context, no_demo: bool, once: bool, interval: float) -> None:
     for item in prepared.deployed:
         click.echo(f"  deployed {item}")
     if prepared.demo_tickets:
-        click.echo(f"  demo tickets {', '.join(prepared.demo_tickets)}; agents triage@demo.lanedesk, "
-                   "lead@demo.lanedesk, expert@demo.lanedesk")  # fmt: skip
+        click.echo(
+            f"  demo tickets {', '.join(prepared.demo_tickets)}; agents triage@demo.lanedesk, "
+            "lead@demo.lanedesk, expert@demo.lanedesk"
+        )
     click.echo("  try: lanedesk task list   ·   lanedesk ticket show LD-1001")
     if once:
         return
-    click.echo(f"Running the timer loop (every {interval:g} s); the web UI and Celery worker come in later "
-               "releases. Ctrl-C stops.")  # fmt: skip
+    click.echo(
+        f"Running the timer loop (every {interval:g} s); the web UI and Celery worker come in later "
+        "releases. Ctrl-C stops."
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -55,21 +55,42 @@ def deploy_definition(
         return latest, False
     if session.get(DefinitionContent, digest) is None:
         session.add(DefinitionContent(content_hash=digest, xml=xml, size=len(xml)))
-    number = (session.scalar(select(func.max(ProcessVersion.version))
-                             .where(ProcessVersion.process_id == process_id)) or 0) + 1  # fmt: skip
-    version = ProcessVersion(process_id=process_id, version=number, content_hash=digest, filename=filename,
-                             note=note, deployed_by_id=actor.id if actor else None, deployed_at=now)  # fmt: skip
+    number = (
+        session.scalar(
+            select(func.max(ProcessVersion.version)).where(ProcessVersion.process_id == process_id)
+        )
+        or 0
+    ) + 1
+    version = ProcessVersion(
+        process_id=process_id,
+        version=number,
+        content_hash=digest,
+        filename=filename,
+        note=note,
+        deployed_by_id=actor.id if actor else None,
+        deployed_at=now,
+    )
     session.add(version)
     session.flush()
-    audit.record(session, ticket_id=None, actor=audit.actor_of(actor), action="definition_deployed", now=now,
-                 detail=f"{process_id} v{number} ({digest[:12]})",
-                 data={"process_id": process_id, "version": number, "hash": digest, "note": note})  # fmt: skip
+    audit.record(
+        session,
+        ticket_id=None,
+        actor=audit.actor_of(actor),
+        action="definition_deployed",
+        now=now,
+        detail=f"{process_id} v{number} ({digest[:12]})",
+        data={"process_id": process_id, "version": number, "hash": digest, "note": note},
+    )
     return version, True
 
 
 def latest_version(session: Session, process_id: str) -> ProcessVersion | None:
-    return session.scalar(select(ProcessVersion).where(ProcessVersion.process_id == process_id)
-                          .order_by(ProcessVersion.version.desc()).limit(1))  # fmt: skip
+    return session.scalar(
+        select(ProcessVersion)
+        .where(ProcessVersion.process_id == process_id)
+        .order_by(ProcessVersion.version.desc())
+        .limit(1)
+    )
 
 
 def require_latest_version(session: Session, process_id: str) -> ProcessVersion:

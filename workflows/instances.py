@@ -30,26 +30,45 @@ Action = Callable[[Instance, Functions], tuple[T, list[Step]]]
 
 
 def start_instance(
-    session: Session, settings: Settings, ticket: Ticket, version: ProcessVersion, *, now: datetime, actor: str
+    session: Session,
+    settings: Settings,
+    ticket: Ticket,
+    version: ProcessVersion,
+    *,
+    now: datetime,
+    actor: str,
 ) -> WorkflowInstance:
     """Start ``version`` for ``ticket`` and run it to its first wait."""
     definition = load_definition(session, version)
     ops = DeskOperations(session, settings, ticket, now=now, actor=actor)
-    instance, _ = Instance.start(definition, data={"ticket_number": ticket.number}, now=now,
-                                 functions=ops.functions(), on_step=_auditor(session, ticket, actor, now))  # fmt: skip
-    row = WorkflowInstance(ticket_id=ticket.id, process_version_id=version.id, state="", status="running",
-                           created_at=now, updated_at=now)  # fmt: skip
+    instance, _ = Instance.start(
+        definition,
+        data={"ticket_number": ticket.number},
+        now=now,
+        functions=ops.functions(),
+        on_step=_auditor(session, ticket, actor, now),
+    )
+    row = WorkflowInstance(ticket_id=ticket.id, process_version_id=version.id, created_at=now)
+    _store(row, ticket, instance, now)
     session.add(row)
     session.flush()
-    _finish(session, settings, row, ticket, instance, ops, now=now, actor=actor)
+    _sync_tasks(session, settings, row, instance, now=now, actor=actor)
     return row
 
 
 def _auditor(session: Session, ticket: Ticket, actor: str, now: datetime) -> Callable[[Step], None]:
     def on_step(step: Step) -> None:
-        audit.record(session, ticket_id=ticket.id, actor=actor, action="step", now=now, element_id=step.element_id,
-                     task_id=step.task_id, detail=f"{step.kind} “{step.name}”",
-                     data={"kind": step.kind, "lane": step.lane})  # fmt: skip
+        audit.record(
+            session,
+            ticket_id=ticket.id,
+            actor=actor,
+            action="step",
+            now=now,
+            element_id=step.element_id,
+            task_id=step.task_id,
+            detail=f"{step.kind} “{step.name}”",
+            data={"kind": step.kind, "lane": step.lane},
+        )
 
     return on_step
 
@@ -57,16 +76,24 @@ def _auditor(session: Session, ticket: Ticket, actor: str, now: datetime) -> Cal
 def lock_instance(session: Session, instance_id: int) -> WorkflowInstance:
     """The instance row, locked for this transaction (FOR UPDATE; SQLite: BEGIN IMMEDIATE)."""
     row = session.scalar(
-        select(WorkflowInstance).where(WorkflowInstance.id == instance_id).with_for_update()
+        select(WorkflowInstance)
+        .where(WorkflowInstance.id == instance_id)
+        .with_for_update()
         .execution_options(populate_existing=True)
-    )  # fmt: skip
+    )
     if row is None:
         raise NotFound(f"no workflow instance {instance_id}")
     return row
 
 
 def advance(
-    session: Session, settings: Settings, row: WorkflowInstance, action: Action[T], *, now: datetime, actor: str
+    session: Session,
+    settings: Settings,
+    row: WorkflowInstance,
+    action: Action[T],
+    *,
+    now: datetime,
+    actor: str,
 ) -> T:
     """Run ``action`` on the locked instance ``row`` and persist the outcome."""
     ticket = session.get_one(Ticket, row.ticket_id)
@@ -79,15 +106,18 @@ def advance(
 
 
 def _finish(
-    session: Session, settings: Settings, row: WorkflowInstance, ticket: Ticket, instance: Instance,
-    ops: DeskOperations, *, now: datetime, actor: str,
-) -> None:  # fmt: skip
+    session: Session,
+    settings: Settings,
+    row: WorkflowInstance,
+    ticket: Ticket,
+    instance: Instance,
+    ops: DeskOperations,
+    *,
+    now: datetime,
+    actor: str,
+) -> None:
     _offer_pending(session, row, instance, ops.functions(), now)
-    row.state = instance.dump()
-    row.next_wake_at = instance.next_wake()
-    row.status = "completed" if instance.completed else "running"
-    row.error = None
-    row.updated_at = ticket.updated_at = now
+    _store(row, ticket, instance, now)
     _sync_tasks(session, settings, row, instance, now=now, actor=actor)
     try:
         session.flush()
@@ -95,53 +125,117 @@ def _finish(
         raise Conflict("this ticket changed while you were working on it; reload and try again") from None
 
 
+def _store(row: WorkflowInstance, ticket: Ticket, instance: Instance, now: datetime) -> None:
+    row.state = instance.dump()
+    row.next_wake_at = instance.next_wake()
+    row.status = "completed" if instance.completed else "running"
+    row.error = None
+    row.updated_at = ticket.updated_at = now
+
+
 def _offer_pending(
     session: Session, row: WorkflowInstance, instance: Instance, functions: Functions, now: datetime
 ) -> None:
     """Deliver buffered messages the instance now waits for; settle them once it has ended."""
-    pending = list(session.scalars(select(PendingMessage).where(
-        PendingMessage.instance_id == row.id, PendingMessage.state == "pending").order_by(PendingMessage.id)))  # fmt: skip
+    pending = list(
+        session.scalars(
+            select(PendingMessage)
+            .where(PendingMessage.instance_id == row.id, PendingMessage.state == "pending")
+            .order_by(PendingMessage.id)
+        )
+    )
     progress = True
     while pending and progress:
         progress = False
         for message in list(pending):
-            delivered, _ = instance.deliver_message(message.name, message.payload, now=now, functions=functions)
+            delivered, _ = instance.deliver_message(
+                message.name, message.payload, now=now, functions=functions
+            )
             if delivered:
                 message.state, message.delivered_at = "delivered", now
                 pending.remove(message)
                 progress = True
     if instance.completed:
         for message in pending:
-            message.state, message.reason = "unclaimed", "the ticket's process had finished; nothing waits for it"
+            message.state, message.reason = (
+                "unclaimed",
+                "the ticket's process had finished; nothing waits for it",
+            )
 
 
 def _sync_tasks(
-    session: Session, settings: Settings, row: WorkflowInstance, instance: Instance, *, now: datetime, actor: str
+    session: Session,
+    settings: Settings,
+    row: WorkflowInstance,
+    instance: Instance,
+    *,
+    now: datetime,
+    actor: str,
 ) -> None:
     """Make the human_task projection match the instance's READY user tasks."""
     ready = {view.task_id: view for view in instance.user_tasks()}
-    open_rows = session.scalars(select(HumanTask).where(HumanTask.instance_id == row.id, HumanTask.state == "open"))
+    open_rows = session.scalars(
+        select(HumanTask).where(HumanTask.instance_id == row.id, HumanTask.state == "open")
+    )
     known = set()
     for task in open_rows:
         known.add(task.id)
         if task.id not in ready:
             task.state, task.completed_at = "cancelled", now
-            audit.record(session, ticket_id=row.ticket_id, actor=actor, action="task_cancelled", now=now,
-                         element_id=task.element_id, task_id=task.id, detail=f"“{task.name}” withdrawn by the process")  # fmt: skip
+            audit.record(
+                session,
+                ticket_id=row.ticket_id,
+                actor=actor,
+                action="task_cancelled",
+                now=now,
+                element_id=task.element_id,
+                task_id=task.id,
+                detail=f"“{task.name}” withdrawn by the process",
+            )
     for view in ready.values():
         if view.task_id in known or session.get(HumanTask, view.task_id) is not None:
             continue
         slug = settings.lane_groups.get(view.lane or "", group_slug(view.lane or ""))
         group = session.scalar(select(Group).where(Group.slug == slug))
-        session.add(HumanTask(id=view.task_id, instance_id=row.id, ticket_id=row.ticket_id, element_id=view.element_id,
-                              name=view.name, lane=view.lane, group_id=group.id if group else None, form=view.form,
-                              state="open", created_at=now))  # fmt: skip
-        audit.record(session, ticket_id=row.ticket_id, actor=actor, action="task_created", now=now,
-                     element_id=view.element_id, task_id=view.task_id,
-                     detail=f"“{view.name}” for {slug or 'nobody'}")  # fmt: skip
+        session.add(
+            HumanTask(
+                id=view.task_id,
+                instance_id=row.id,
+                ticket_id=row.ticket_id,
+                element_id=view.element_id,
+                name=view.name,
+                lane=view.lane,
+                group_id=group.id if group else None,
+                form=view.form,
+                state="open",
+                created_at=now,
+            )
+        )
+        audit.record(
+            session,
+            ticket_id=row.ticket_id,
+            actor=actor,
+            action="task_created",
+            now=now,
+            element_id=view.element_id,
+            task_id=view.task_id,
+            detail=f"“{view.name}” for {slug or 'nobody'}",
+        )
 
 
-def buffer_message(session: Session, row: WorkflowInstance, name: str, payload: dict[str, Any], now: datetime) -> None:
+def buffer_message(
+    session: Session, row: WorkflowInstance, name: str, payload: dict[str, Any], now: datetime
+) -> PendingMessage:
     """Keep an inbound message for ``row`` until a catch event takes it (see :func:`advance`)."""
-    session.add(PendingMessage(instance_id=row.id, name=name, payload=payload, state="pending", created_at=now))
+    message = PendingMessage(instance_id=row.id, name=name, payload=payload, state="pending", created_at=now)
+    session.add(message)
     session.flush()
+    return message
+
+
+def mark_failed(session: Session, row: WorkflowInstance, reason: str, *, now: datetime, actor: str) -> None:
+    """Record that the instance cannot advance (a script failed), with the reason, on its ticket."""
+    row.status, row.error, row.updated_at = "failed", reason, now
+    audit.record(
+        session, ticket_id=row.ticket_id, actor=actor, action="instance_failed", now=now, detail=reason
+    )

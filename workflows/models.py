@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -11,7 +11,6 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
-    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -42,12 +41,12 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTCDateTime column")
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 #: Ticket numbers start at 1001 so the first ticket is not "LD-1".
@@ -154,7 +153,7 @@ class WorkflowInstance(Base):
     next_wake_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
-    process_version: Mapped[ProcessVersion] = relationship(lazy="joined")
+    process_version: Mapped[ProcessVersion] = relationship()  # not joined: rows are locked FOR UPDATE
     # Every UPDATE says "WHERE revision = <the one we read>": a stale writer fails loudly
     # (StaleDataError → Conflict) instead of overwriting a newer state.
     __mapper_args__ = {"version_id_col": revision}
@@ -216,7 +215,7 @@ class OutboxMessage(Base):
     __table_args__ = (Index("ix_outbox_message_state", "state", "id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # customer_mail | agent_notification
+    kind: Mapped[str] = mapped_column(String(32))  # customer_mail | agent_notification
     template: Mapped[str] = mapped_column(String(100))
     recipient: Mapped[str] = mapped_column(String(320))
     message_id: Mapped[str] = mapped_column(String(255), unique=True)

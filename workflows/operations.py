@@ -53,9 +53,20 @@ class DeskOperations:
     """Desk operations bound to one ticket for one engine call."""
 
     NAMES = (
-        "set_status", "set_priority", "set_category", "assign_group", "escalate", "notify",
-        "send_template", "start_sla", "pause_sla", "resume_sla", "stop_sla", "close", "sla_due",
-    )  # fmt: skip
+        "set_status",
+        "set_priority",
+        "set_category",
+        "assign_group",
+        "escalate",
+        "notify",
+        "send_template",
+        "start_sla",
+        "pause_sla",
+        "resume_sla",
+        "stop_sla",
+        "close",
+        "sla_due",
+    )
 
     def __init__(self, session: Session, settings: Settings, ticket: Ticket, *, now: datetime, actor: str):
         self.session = session
@@ -68,15 +79,24 @@ class DeskOperations:
         return {name: getattr(self, name) for name in self.NAMES}
 
     def _audit(self, action: str, detail: str, **data: Any) -> None:
-        audit.record(self.session, ticket_id=self.ticket.id, actor=self.actor, action=action,
-                     now=self.now, detail=detail, data=data)  # fmt: skip
+        audit.record(
+            self.session,
+            ticket_id=self.ticket.id,
+            actor=self.actor,
+            action=action,
+            now=self.now,
+            detail=detail,
+            data=data,
+        )
 
     # -- ticket properties ---------------------------------------------------------------
     def set_status(self, status: str) -> None:
         """Set the status agents and customers see."""
         status = _choice("status", status, STATUSES)
         if status != self.ticket.status:
-            self._audit("status_changed", f"{self.ticket.status} → {status}", old=self.ticket.status, new=status)
+            self._audit(
+                "status_changed", f"{self.ticket.status} → {status}", old=self.ticket.status, new=status
+            )
             self.ticket.status = status
             self.ticket.closed_at = self.now if status == "closed" else None
             self.ticket.updated_at = self.now
@@ -85,8 +105,12 @@ class DeskOperations:
         """Set the priority; running SLA clocks are re-targeted, paused time kept."""
         priority = _choice("priority", priority, PRIORITIES)
         if priority != self.ticket.priority:
-            self._audit("priority_changed", f"{self.ticket.priority} → {priority}",
-                        old=self.ticket.priority, new=priority)  # fmt: skip
+            self._audit(
+                "priority_changed",
+                f"{self.ticket.priority} → {priority}",
+                old=self.ticket.priority,
+                new=priority,
+            )
             self.ticket.priority = priority
             for clock in self._clocks():
                 clock.target_seconds = SLA_TARGET_HOURS[clock.name][priority] * 3600
@@ -138,10 +162,18 @@ class DeskOperations:
 
     def _queue(self, kind: str, template: str, recipient: str) -> None:
         message_id = f"<{uuid.uuid4().hex}.ticket{self.ticket.number}@{self.settings.mail_domain}>"
-        self.session.add(OutboxMessage(
-            ticket_id=self.ticket.id, kind=kind, template=template, recipient=recipient,
-            message_id=message_id, state="queued", payload={}, created_at=self.now,
-        ))  # fmt: skip
+        self.session.add(
+            OutboxMessage(
+                ticket_id=self.ticket.id,
+                kind=kind,
+                template=template,
+                recipient=recipient,
+                message_id=message_id,
+                state="queued",
+                payload={},
+                created_at=self.now,
+            )
+        )
         self._audit("mail_queued", f"{template} to {recipient}", template=template, recipient=recipient)
 
     # -- SLA clocks ----------------------------------------------------------------------
@@ -150,7 +182,12 @@ class DeskOperations:
         name = _choice("clock", clock, SLA_CLOCKS)
         row = self._clock(name) or SlaClock(ticket_id=self.ticket.id, name=name)
         row.state, row.started_at, row.paused_at, row.paused_seconds, row.stopped_at = (
-            "running", self.now, None, 0, None)  # fmt: skip
+            "running",
+            self.now,
+            None,
+            0,
+            None,
+        )
         row.target_seconds = SLA_TARGET_HOURS[name][self.ticket.priority] * 3600
         _refresh_due(row)
         self.session.add(row)
@@ -196,8 +233,9 @@ class DeskOperations:
         return [r for r in rows if r.state in ("running", "paused")]
 
     def _clock(self, name: str) -> SlaClock | None:
-        return self.session.scalar(select(SlaClock).where(SlaClock.ticket_id == self.ticket.id,
-                                                          SlaClock.name == name))  # fmt: skip
+        return self.session.scalar(
+            select(SlaClock).where(SlaClock.ticket_id == self.ticket.id, SlaClock.name == name)
+        )
 
     def _require_clock(self, clock: str) -> SlaClock:
         row = self._clock(_choice("clock", clock, SLA_CLOCKS))
@@ -235,7 +273,9 @@ def _vocabulary_for(groups: frozenset[str], lane_groups: dict[str, str]) -> Voca
         return slug if slug in groups else None
 
     signatures = {name: inspect.signature(getattr(DeskOperations, name)) for name in DeskOperations.NAMES}
-    signatures = {name: sig.replace(parameters=list(sig.parameters.values())[1:]) for name, sig in signatures.items()}
+    signatures = {
+        name: sig.replace(parameters=list(sig.parameters.values())[1:]) for name, sig in signatures.items()
+    }
     clock_ops = ("start_sla", "pause_sla", "resume_sla", "stop_sla", "sla_due")
     choices = {
         ("set_status", "status"): frozenset(STATUSES),
@@ -246,5 +286,9 @@ def _vocabulary_for(groups: frozenset[str], lane_groups: dict[str, str]) -> Voca
         ("notify", "group"): groups,
         **{(op, "clock"): frozenset(SLA_CLOCKS) for op in clock_ops},
     }
-    return Vocabulary(functions=signatures, literal_choices=choices, group_for_lane=group_for_lane,
-                      message_names=frozenset(MESSAGES))  # fmt: skip
+    return Vocabulary(
+        functions=signatures,
+        literal_choices=choices,
+        group_for_lane=group_for_lane,
+        message_names=frozenset(MESSAGES),
+    )

@@ -58,11 +58,16 @@ def ticket_dict(view: TicketView) -> dict[str, Any]:
             "next_wake_at": _iso(view.instance.next_wake_at),
         },
         "open_tasks": [
-            {"id": task.id, "name": task.name, "element_id": task.element_id,
-             "group": task.group.slug if task.group else None,
-             "assignee": task.assignee.email if task.assignee else None, "form": task.form}
+            {
+                "id": task.id,
+                "name": task.name,
+                "element_id": task.element_id,
+                "group": task.group.slug if task.group else None,
+                "assignee": task.assignee.email if task.assignee else None,
+                "form": task.form,
+            }
             for task in view.open_tasks
-        ],  # fmt: skip
+        ],
         "sla": [
             {"clock": c.name, "state": c.state, "due_at": _iso(c.due_at), "started_at": _iso(c.started_at)}
             for c in view.sla
@@ -71,10 +76,17 @@ def ticket_dict(view: TicketView) -> dict[str, Any]:
             {"kind": e.kind, "body": e.body, "created_at": _iso(e.created_at)} for e in view.conversation
         ],
         "timeline": [
-            {"at": _iso(e.created_at), "actor": e.actor, "action": e.action, "element_id": e.element_id,
-             "task_id": e.task_id, "detail": e.detail, "data": e.data}
+            {
+                "at": _iso(e.created_at),
+                "actor": e.actor,
+                "action": e.action,
+                "element_id": e.element_id,
+                "task_id": e.task_id,
+                "detail": e.detail,
+                "data": e.data,
+            }
             for e in view.timeline
-        ],  # fmt: skip
+        ],
     }
 
 
@@ -111,4 +123,5 @@ def print_tasks(tasks: list[HumanTask], settings: Settings) -> None:
         click.echo("no open tasks")
     for task in tasks:
         d = task_dict(task, settings)
-        click.echo(f"{d['id']}  {d['ticket']:<9} {d['name']:<28} {d['group'] or '-':<12} {d['assignee'] or 'unclaimed'}")
+        group, assignee = d["group"] or "-", d["assignee"] or "unclaimed"
+        click.echo(f"{d['id']}  {d['ticket']:<9} {d['name']:<28} {group:<12} {assignee}")

@@ -83,7 +83,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     data_dir = Path(_raw(env, "LANEDESK_DATA_DIR") or "var")
     database_url = _raw(env, "LANEDESK_DATABASE_URL") or f"sqlite:///{data_dir / 'lanedesk.db'}"
     if "://" not in database_url:
-        raise SettingsError(f"LANEDESK_DATABASE_URL: expected a URL such as sqlite:///... , got {database_url!r}")
+        raise SettingsError(
+            f"LANEDESK_DATABASE_URL: expected a URL such as sqlite:///... , got {database_url!r}"
+        )
     prefix = _raw(env, "LANEDESK_TICKET_PREFIX") or "LD"
     if not prefix.isalnum() or not prefix.isupper():
         raise SettingsError(f"LANEDESK_TICKET_PREFIX: expected upper-case letters/digits, got {prefix!r}")

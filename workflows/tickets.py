@@ -9,10 +9,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from engine.errors import EngineError
+
 from . import audit
 from .definitions import require_latest_version
 from .errors import InvalidInput, NotFound
-from .instances import advance, buffer_message, lock_instance, start_instance
+from .instances import advance, buffer_message, lock_instance, mark_failed, start_instance
 from .models import (
     TICKET_NUMBER_OFFSET,
     AuditEvent,
@@ -65,15 +67,26 @@ def open_ticket(
         raise InvalidInput("a ticket needs a subject")
     version = require_latest_version(session, process_id)
     customer = customer_for(session, requester, name=requester_name, now=now)
-    ticket = Ticket(subject=subject[:998], status="new", priority="P3", requester=customer,
-                    created_at=now, updated_at=now)  # fmt: skip
+    ticket = Ticket(
+        subject=subject[:998], status="new", priority="P3", requester=customer, created_at=now, updated_at=now
+    )
     session.add(ticket)
     session.flush()
-    session.add(ConversationEntry(ticket_id=ticket.id, kind="inbound", customer_id=customer.id, body=body,
-                                  created_at=now))  # fmt: skip
+    session.add(
+        ConversationEntry(
+            ticket_id=ticket.id, kind="inbound", customer_id=customer.id, body=body, created_at=now
+        )
+    )
     actor = audit.actor_of(customer)
-    audit.record(session, ticket_id=ticket.id, actor=actor, action="ticket_opened", now=now, detail=subject,
-                 data={"process_id": process_id, "version": version.version})  # fmt: skip
+    audit.record(
+        session,
+        ticket_id=ticket.id,
+        actor=actor,
+        action="ticket_opened",
+        now=now,
+        detail=subject,
+        data={"process_id": process_id, "version": version.version},
+    )
     start_instance(session, settings, ticket, version, now=now, actor=actor)
     return ticket
 
@@ -82,7 +95,7 @@ def parse_ticket_ref(settings: Settings, ref: str | int) -> int:
     """Ticket id from ``LD-1042``, ``1042`` or an int number."""
     text = str(ref).strip().upper()
     prefix = f"{settings.ticket_prefix}-"
-    number = text[len(prefix):] if text.startswith(prefix) else text
+    number = text[len(prefix) :] if text.startswith(prefix) else text
     if not number.isdigit() or int(number) <= TICKET_NUMBER_OFFSET:
         raise NotFound(f"no ticket {ref}")
     return int(number) - TICKET_NUMBER_OFFSET
@@ -96,8 +109,12 @@ def get_ticket(session: Session, settings: Settings, ref: str | int) -> Ticket:
 
 
 def instance_of(session: Session, ticket: Ticket) -> WorkflowInstance:
-    row = session.scalar(select(WorkflowInstance).where(WorkflowInstance.ticket_id == ticket.id)
-                         .order_by(WorkflowInstance.id.desc()).limit(1))  # fmt: skip
+    row = session.scalar(
+        select(WorkflowInstance)
+        .where(WorkflowInstance.ticket_id == ticket.id)
+        .order_by(WorkflowInstance.id.desc())
+        .limit(1)
+    )
     if row is None:
         raise NotFound(f"ticket {ticket.id} has no workflow instance")
     return row
@@ -112,18 +129,46 @@ def add_customer_reply(
     """
     ticket = get_ticket(session, settings, ticket_ref)
     customer = customer_for(session, sender, now=now)
-    entry = ConversationEntry(ticket_id=ticket.id, kind="inbound", customer_id=customer.id, body=body, created_at=now)
+    entry = ConversationEntry(
+        ticket_id=ticket.id, kind="inbound", customer_id=customer.id, body=body, created_at=now
+    )
     session.add(entry)
     session.flush()
     actor = audit.actor_of(customer)
-    audit.record(session, ticket_id=ticket.id, actor=actor, action="customer_replied", now=now,
-                 detail=body[:200], data={"entry_id": entry.id})  # fmt: skip
+    audit.record(
+        session,
+        ticket_id=ticket.id,
+        actor=actor,
+        action="customer_replied",
+        now=now,
+        detail=body[:200],
+        data={"entry_id": entry.id},
+    )
     row = lock_instance(session, instance_of(session, ticket).id)
-    buffer_message(session, row, "customer_replied", {"entry_id": entry.id}, now)
-    # An empty action: advance() offers buffered messages to whatever waits now, and settles
-    # them with a reason when the process has already finished.
-    advance(session, settings, row, lambda instance, functions: (None, []), now=now, actor=actor)
+    message = buffer_message(session, row, "customer_replied", {"entry_id": entry.id}, now)
+    try:
+        with session.begin_nested():
+            # An empty action: advance() offers buffered messages to whatever waits now, and
+            # settles them with a reason when the process has already finished.
+            advance(session, settings, row, lambda instance, functions: (None, []), now=now, actor=actor)
+    except EngineError as exc:
+        # The reply and the buffered message stay; the instance waits for someone to fix it.
+        mark_failed(session, row, str(exc), now=now, actor=actor)
+        return entry
+    if message.state == "pending" and _has_open_tasks(session, row):
+        # No catch waits because agents are working on the ticket: they see the reply in the
+        # conversation. Keeping it would let it fire a later catch ("waiting on customer")
+        # for a reply the agent already had in front of them.
+        message.state = "noted"
+        message.reason = (
+            "no catch event waited; agents were working on the ticket and see it in the conversation"
+        )
     return entry
+
+
+def _has_open_tasks(session: Session, row: WorkflowInstance) -> bool:
+    query = select(HumanTask.id).where(HumanTask.instance_id == row.id, HumanTask.state == "open").limit(1)
+    return session.scalar(query) is not None
 
 
 @dataclass(frozen=True)
@@ -140,14 +185,29 @@ class TicketView:
 def ticket_view(session: Session, settings: Settings, ref: str | int) -> TicketView:
     """Everything ``ticket show`` and the ticket page display, without loading the workflow."""
     ticket = get_ticket(session, settings, ref)
-    tasks = session.scalars(select(HumanTask).where(HumanTask.ticket_id == ticket.id, HumanTask.state == "open")
-                            .order_by(HumanTask.created_at)).all()  # fmt: skip
-    timeline = session.scalars(select(AuditEvent).where(AuditEvent.ticket_id == ticket.id).order_by(AuditEvent.id)).all()
-    conversation = session.scalars(select(ConversationEntry).where(ConversationEntry.ticket_id == ticket.id)
-                                   .order_by(ConversationEntry.id)).all()  # fmt: skip
+    tasks = session.scalars(
+        select(HumanTask)
+        .where(HumanTask.ticket_id == ticket.id, HumanTask.state == "open")
+        .order_by(HumanTask.created_at)
+    ).all()
+    timeline = session.scalars(
+        select(AuditEvent).where(AuditEvent.ticket_id == ticket.id).order_by(AuditEvent.id)
+    ).all()
+    conversation = session.scalars(
+        select(ConversationEntry)
+        .where(ConversationEntry.ticket_id == ticket.id)
+        .order_by(ConversationEntry.id)
+    ).all()
     sla = session.scalars(select(SlaClock).where(SlaClock.ticket_id == ticket.id).order_by(SlaClock.id)).all()
-    return TicketView(ticket, reference(settings, ticket), instance_of(session, ticket), list(tasks),
-                      list(timeline), list(conversation), list(sla))  # fmt: skip
+    return TicketView(
+        ticket,
+        reference(settings, ticket),
+        instance_of(session, ticket),
+        list(tasks),
+        list(timeline),
+        list(conversation),
+        list(sla),
+    )
 
 
 def reference(settings: Settings, ticket: Ticket) -> str:

@@ -42,8 +42,15 @@ def add_user(
     user = User(email=address, name=name or address.split("@")[0], role=role, groups=found, created_at=now)
     session.add(user)
     session.flush()
-    audit.record(session, ticket_id=None, actor=audit.SYSTEM, action="user_added", now=now,
-                 detail=f"{address} as {role}", data={"groups": sorted(groups)})  # fmt: skip
+    audit.record(
+        session,
+        ticket_id=None,
+        actor=audit.SYSTEM,
+        action="user_added",
+        now=now,
+        detail=f"{address} as {role}",
+        data={"groups": sorted(groups)},
+    )
     return user
 
 

@@ -11,11 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.errors import EngineError
-from engine.runtime import Functions, Instance
+from engine.runtime import Functions, Instance, Step
 
 from . import audit
 from .db import unit_of_work
-from .instances import advance
+from .instances import advance, mark_failed
 from .models import WorkflowInstance
 from .settings import Settings
 
@@ -45,12 +45,16 @@ def wake_instance(session: Session, settings: Settings, instance_id: int, *, now
     Claims the row with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so many workers never fire
     one instance twice; the due check is repeated under the lock for the same reason.
     """
-    query = select(WorkflowInstance).where(WorkflowInstance.id == instance_id).execution_options(populate_existing=True)
+    query = (
+        select(WorkflowInstance)
+        .where(WorkflowInstance.id == instance_id)
+        .execution_options(populate_existing=True)
+    )
     row = session.scalar(query.with_for_update(skip_locked=True))
     if row is None or row.status != "running" or row.next_wake_at is None or row.next_wake_at > now:
         return False
 
-    def action(instance: Instance, functions: Functions) -> tuple[None, list]:  # type: ignore[type-arg]
+    def action(instance: Instance, functions: Functions) -> tuple[None, list[Step]]:
         return None, instance.fire_due_timers(now=now, functions=functions)
 
     advance(session, settings, row, action, now=now, actor=audit.TIMER)
@@ -77,12 +81,14 @@ def wake_due_instances(
             log.warning("instance %s failed while waking: %s", instance_id, exc)
             report.failed[instance_id] = str(exc)
             with unit_of_work(factory) as session:
-                _mark_failed(session, instance_id, str(exc), now())
+                mark_failed(
+                    session,
+                    session.get_one(WorkflowInstance, instance_id),
+                    str(exc),
+                    now=now(),
+                    actor=audit.TIMER,
+                )
+        except Exception as exc:  # a conflict or a database hiccup: the next tick retries it
+            log.exception("instance %s could not be woken; will retry", instance_id)
+            report.failed[instance_id] = f"{type(exc).__name__}: {exc}"
     return report
-
-
-def _mark_failed(session: Session, instance_id: int, reason: str, now: datetime) -> None:
-    row = session.get_one(WorkflowInstance, instance_id)
-    row.status, row.error, row.updated_at = "failed", reason, now
-    audit.record(session, ticket_id=row.ticket_id, actor=audit.TIMER, action="instance_failed", now=now,
-                 detail=reason)  # fmt: skip

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from engine.errors import TaskNotReady
 from engine.runtime import Functions, Instance
 
 from . import audit
@@ -53,10 +54,20 @@ def claim_task(session: Session, *, task_id: str, user: User, now: datetime) -> 
     """Make ``user`` the task's assignee (only when nobody else holds it)."""
     task = _open_task(session, task_id, user)
     if task.assignee_id not in (None, user.id):
-        raise Conflict(f"task “{task.name}” is already claimed by {task.assignee.email if task.assignee else '?'}")
+        raise Conflict(
+            f"task “{task.name}” is already claimed by {task.assignee.email if task.assignee else '?'}"
+        )
     task.assignee_id, task.claimed_at = user.id, now
-    audit.record(session, ticket_id=task.ticket_id, actor=audit.actor_of(user), action="task_claimed", now=now,
-                 element_id=task.element_id, task_id=task.id, detail=task.name)  # fmt: skip
+    audit.record(
+        session,
+        ticket_id=task.ticket_id,
+        actor=audit.actor_of(user),
+        action="task_claimed",
+        now=now,
+        element_id=task.element_id,
+        task_id=task.id,
+        detail=task.name,
+    )
     return task
 
 
@@ -81,7 +92,22 @@ def complete_task(
 
     task.state, task.completed_at, task.completed_by_id = "completed", now, user.id
     task.assignee_id = task.assignee_id or user.id
-    completed = audit.record(session, ticket_id=task.ticket_id, actor=actor, action="task_completed", now=now,
-                             element_id=task.element_id, task_id=task.id, detail=task.name)  # fmt: skip
-    completed.data = advance(session, settings, row, action, now=now, actor=actor)
+    completed = audit.record(
+        session,
+        ticket_id=task.ticket_id,
+        actor=actor,
+        action="task_completed",
+        now=now,
+        element_id=task.element_id,
+        task_id=task.id,
+        detail=task.name,
+    )
+    try:
+        completed.data = advance(session, settings, row, action, now=now, actor=actor)
+    except TaskNotReady:
+        # A deadline fell due before this completion (the next tick applies it): the agent
+        # learns that plainly; the caller's rollback keeps the instance as it was.
+        raise Conflict(
+            f"task “{task.name}” was withdrawn by the process (a deadline passed); nothing was changed"
+        ) from None
     return task

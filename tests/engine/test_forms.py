@@ -9,13 +9,25 @@ from engine.forms import validate_submission
 
 
 def field(fid: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
-    return {"id": fid, "label": fid, "type": kind, "default": extra.pop("default", None), "date_pattern": None,
-            "options": extra.pop("options", []), "validation": extra.pop("validation", {}), "properties": {}}  # fmt: skip
+    return {
+        "id": fid,
+        "label": fid,
+        "type": kind,
+        "default": extra.pop("default", None),
+        "date_pattern": None,
+        "options": extra.pop("options", []),
+        "validation": extra.pop("validation", {}),
+        "properties": {},
+    }
 
 
 TRIAGE = [
-    field("category", "enum", options=[["question", "Question"], ["incident", "Incident"]],
-          validation={"required": None}),  # fmt: skip
+    field(
+        "category",
+        "enum",
+        options=[["question", "Question"], ["incident", "Incident"]],
+        validation={"required": None},
+    ),
     field("priority", "enum", default="P3", options=[["P1", "P1"], ["P3", "P3"]]),
     field("summary", validation={"required": None, "maxlength": "20"}),
     field("minutes", "long", validation={"min": "0", "max": "600"}),
@@ -26,16 +38,42 @@ TRIAGE = [
 
 
 def test_valid_data_is_typed_and_defaults_fill_blanks() -> None:
-    cleaned = validate_submission(TRIAGE, {"category": "incident", "summary": "VPN down", "minutes": "45",
-                                           "callback": "on", "due": "2026-03-04", "code": "ABC-12"})  # fmt: skip
-    assert cleaned == {"category": "incident", "priority": "P3", "summary": "VPN down", "minutes": 45,
-                       "callback": True, "due": "2026-03-04", "code": "ABC-12"}  # fmt: skip
+    cleaned = validate_submission(
+        TRIAGE,
+        {
+            "category": "incident",
+            "summary": "VPN down",
+            "minutes": "45",
+            "callback": "on",
+            "due": "2026-03-04",
+            "code": "ABC-12",
+        },
+    )
+    assert cleaned == {
+        "category": "incident",
+        "priority": "P3",
+        "summary": "VPN down",
+        "minutes": 45,
+        "callback": True,
+        "due": "2026-03-04",
+        "code": "ABC-12",
+    }
 
 
 def test_every_field_error_is_reported_at_once() -> None:
     with pytest.raises(FormInvalid) as caught:
-        validate_submission(TRIAGE, {"category": "spam", "summary": "x" * 21, "minutes": "lots", "callback": "perhaps",
-                                     "due": "next week", "code": "abc", "admin": True})  # fmt: skip
+        validate_submission(
+            TRIAGE,
+            {
+                "category": "spam",
+                "summary": "x" * 21,
+                "minutes": "lots",
+                "callback": "perhaps",
+                "due": "next week",
+                "code": "abc",
+                "admin": True,
+            },
+        )
     assert caught.value.errors == {
         "admin": "is not a field of this form",
         "category": "must be one of: question, incident",

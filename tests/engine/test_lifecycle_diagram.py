@@ -487,17 +487,27 @@ class Box:
     h: float
 
     def overlaps(self, other: Box) -> bool:
-        return (self.x < other.x + other.w and other.x < self.x + self.w
-                and self.y < other.y + other.h and other.y < self.y + self.h)  # fmt: skip
+        return (
+            self.x < other.x + other.w
+            and other.x < self.x + self.w
+            and self.y < other.y + other.h
+            and other.y < self.y + self.h
+        )
 
     def contains(self, other: Box) -> bool:
-        return (self.x <= other.x and other.x + other.w <= self.x + self.w
-                and self.y <= other.y and other.y + other.h <= self.y + self.h)  # fmt: skip
+        return (
+            self.x <= other.x
+            and other.x + other.w <= self.x + self.w
+            and self.y <= other.y
+            and other.y + other.h <= self.y + self.h
+        )
 
     def on_border(self, x: float, y: float) -> bool:
         inside = self.x - 1 <= x <= self.x + self.w + 1 and self.y - 1 <= y <= self.y + self.h + 1
-        return inside and min(abs(x - self.x), abs(x - self.x - self.w),
-                              abs(y - self.y), abs(y - self.y - self.h)) <= 1  # fmt: skip
+        return (
+            inside
+            and min(abs(x - self.x), abs(x - self.x - self.w), abs(y - self.y), abs(y - self.y - self.h)) <= 1
+        )
 
 
 @pytest.fixture(scope="module")

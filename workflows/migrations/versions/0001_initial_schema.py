@@ -169,7 +169,7 @@ def upgrade() -> None:
         "outbox_message",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("ticket_id", sa.Integer(), nullable=True),
-        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("template", sa.String(length=100), nullable=False),
         sa.Column("recipient", sa.String(length=320), nullable=False),
         sa.Column("message_id", sa.String(length=255), nullable=False),

@@ -21,7 +21,7 @@ from engine.runtime import Functions, Instance, Step
 from . import audit
 from .definitions import load_definition
 from .errors import Conflict, NotFound
-from .models import Group, HumanTask, PendingMessage, ProcessVersion, Ticket, WorkflowInstance
+from .models import HumanTask, PendingMessage, ProcessVersion, Ticket, WorkflowInstance
 from .operations import DeskOperations, group_slug
 from .settings import Settings
 
@@ -40,19 +40,20 @@ def start_instance(
 ) -> WorkflowInstance:
     """Start ``version`` for ``ticket`` and run it to its first wait."""
     definition = load_definition(session, version)
-    ops = DeskOperations(session, settings, ticket, now=now, actor=actor)
-    instance, _ = Instance.start(
-        definition,
-        data={"ticket_number": ticket.number},
-        now=now,
-        functions=ops.functions(),
-        on_step=_auditor(session, ticket, actor, now),
-    )
+    ops = DeskOperations(session, settings, ticket, now=now, actor=actor, new=True)
+    with session.no_autoflush:  # see advance()
+        instance, _ = Instance.start(
+            definition,
+            data={"ticket_number": ticket.number},
+            now=now,
+            functions=ops.functions(),
+            on_step=_auditor(session, ticket, actor, now),
+        )
     row = WorkflowInstance(ticket_id=ticket.id, process_version_id=version.id, created_at=now)
     _store(row, ticket, instance, now)
     session.add(row)
     session.flush()
-    _sync_tasks(session, settings, row, instance, now=now, actor=actor)
+    _sync_tasks(session, settings, row, instance, ops, now=now, actor=actor, new=True)
     return row
 
 
@@ -100,7 +101,10 @@ def advance(
     instance = Instance.load(load_definition(session, row.process_version), row.state)
     instance.on_step = _auditor(session, ticket, actor, now)
     ops = DeskOperations(session, settings, ticket, now=now, actor=actor)
-    result, _ = action(instance, ops.functions())
+    # No autoflush while the engine runs: desk operations query (cached per event) between
+    # writes, and each implicit flush would send the step's audit rows one INSERT at a time.
+    with session.no_autoflush:
+        result, _ = action(instance, ops.functions())
     _finish(session, settings, row, ticket, instance, ops, now=now, actor=actor)
     return result
 
@@ -118,7 +122,7 @@ def _finish(
 ) -> None:
     _offer_pending(session, row, instance, ops.functions(), now)
     _store(row, ticket, instance, now)
-    _sync_tasks(session, settings, row, instance, now=now, actor=actor)
+    _sync_tasks(session, settings, row, instance, ops, now=now, actor=actor)
     try:
         session.flush()
     except StaleDataError:
@@ -168,15 +172,16 @@ def _sync_tasks(
     settings: Settings,
     row: WorkflowInstance,
     instance: Instance,
+    ops: DeskOperations,
     *,
     now: datetime,
     actor: str,
+    new: bool = False,
 ) -> None:
     """Make the human_task projection match the instance's READY user tasks."""
     ready = {view.task_id: view for view in instance.user_tasks()}
-    open_rows = session.scalars(
-        select(HumanTask).where(HumanTask.instance_id == row.id, HumanTask.state == "open")
-    )
+    query = select(HumanTask).where(HumanTask.instance_id == row.id, HumanTask.state == "open")
+    open_rows = [] if new else list(session.scalars(query))
     known = set()
     for task in open_rows:
         known.add(task.id)
@@ -193,10 +198,10 @@ def _sync_tasks(
                 detail=f"“{task.name}” withdrawn by the process",
             )
     for view in ready.values():
-        if view.task_id in known or session.get(HumanTask, view.task_id) is not None:
+        if view.task_id in known or (not new and session.get(HumanTask, view.task_id) is not None):
             continue
         slug = settings.lane_groups.get(view.lane or "", group_slug(view.lane or ""))
-        group = session.scalar(select(Group).where(Group.slug == slug))
+        group = ops.find_group(slug)
         session.add(
             HumanTask(
                 id=view.task_id,

@@ -146,6 +146,7 @@ def add_customer_reply(
     )
     row = lock_instance(session, instance_of(session, ticket).id)
     message = buffer_message(session, row, "customer_replied", {"entry_id": entry.id}, now)
+    audit.write_journal(session)
     try:
         with session.begin_nested():
             # An empty action: advance() offers buffered messages to whatever waits now, and
@@ -153,6 +154,7 @@ def add_customer_reply(
             advance(session, settings, row, lambda instance, functions: (None, []), now=now, actor=actor)
     except EngineError as exc:
         # The reply and the buffered message stay; the instance waits for someone to fix it.
+        audit.discard_journal(session)
         mark_failed(session, row, str(exc), now=now, actor=actor)
         return entry
     if message.state == "pending" and _has_open_tasks(session, row):
@@ -184,6 +186,7 @@ class TicketView:
 
 def ticket_view(session: Session, settings: Settings, ref: str | int) -> TicketView:
     """Everything ``ticket show`` and the ticket page display, without loading the workflow."""
+    audit.write_journal(session)
     ticket = get_ticket(session, settings, ref)
     tasks = session.scalars(
         select(HumanTask)

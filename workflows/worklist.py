@@ -103,7 +103,7 @@ def complete_task(
         detail=task.name,
     )
     try:
-        completed.data = advance(session, settings, row, action, now=now, actor=actor)
+        completed["data"] = advance(session, settings, row, action, now=now, actor=actor)
     except TaskNotReady:
         # A deadline fell due before this completion (the next tick applies it): the agent
         # learns that plainly; the caller's rollback keeps the instance as it was.

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from workflows.definitions import deploy_definition
-from workflows.models import ConversationEntry, PendingMessage, WorkflowInstance
+from workflows.models import AuditEvent, ConversationEntry, PendingMessage, WorkflowInstance
 from workflows.settings import Settings
 from workflows.tickets import add_customer_reply, open_ticket
 from workflows.wakeups import wake_instance
@@ -76,6 +76,9 @@ def test_a_failing_step_keeps_the_reply_and_marks_the_instance_failed(
     assert bodies == ["b", "please keep me"]
     message = session.scalar(select(PendingMessage))
     assert message is not None and message.state == "pending"
+    steps = session.scalars(select(AuditEvent.element_id).where(AuditEvent.action == "step")).all()
+    assert "broken_script" not in steps and "wait_reply" not in steps  # the failed attempt left no trace
+    assert "instance_failed" in session.scalars(select(AuditEvent.action)).all()
 
 
 def test_a_message_nobody_waits_for_stays_buffered_until_a_catch_takes_it(

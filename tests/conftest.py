@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from workflows import migrate
 from workflows.app import Desk, build_desk
-from workflows.bootstrap import BUNDLED_DIR
 from workflows.db import make_engine
 from workflows.definitions import deploy_definition
 from workflows.models import Base
@@ -61,7 +60,7 @@ def db_engine(settings: Settings) -> Iterator[Engine]:
 
 def seed(session: Session, settings: Settings) -> None:
     ensure_default_groups(session)
-    xml = (BUNDLED_DIR / "ticket_lifecycle.bpmn").read_bytes()
+    xml = (settings.bpmn_dir / "ticket_lifecycle.bpmn").read_bytes()
     deploy_definition(session, settings, xml=xml, filename="ticket_lifecycle.bpmn", now=MONDAY_9)
 
 

@@ -17,8 +17,6 @@ from .users import add_user, ensure_default_groups
 
 log = logging.getLogger(__name__)
 
-BUNDLED_DIR = Path(__file__).resolve().parents[1] / "bpmn"
-
 DEMO_USERS = [
     ("triage@demo.lanedesk", "agent", ["tier-1"], "Tereza Triage"),
     ("lead@demo.lanedesk", "agent", ["tier-1", "tier-2"], "Lukas Lead"),
@@ -50,8 +48,11 @@ def upgrade_database(desk: Desk) -> list[str]:
         return [g.slug for g in ensure_default_groups(session)]
 
 
-def deploy_bundled(desk: Desk, directory: Path = BUNDLED_DIR) -> list[str]:
-    """Deploy every bundled diagram whose content is not yet the latest version."""
+def deploy_bundled(desk: Desk, directory: Path | None = None) -> list[str]:
+    """Deploy every bundled diagram (LANEDESK_BPMN_DIR) whose content is not yet the latest version."""
+    directory = directory or desk.settings.bpmn_dir
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no diagram folder {directory}; set LANEDESK_BPMN_DIR")
     deployed = []
     for path in sorted(directory.glob("*.bpmn")):
         with desk.unit_of_work() as session:

@@ -22,9 +22,14 @@ def _raw(env: Mapping[str, str], name: str) -> str | None:
     file_var = f"{name}_FILE"
     if env.get(file_var):
         try:
-            return Path(env[file_var]).read_text(encoding="utf-8").strip()
+            value = Path(env[file_var]).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise SettingsError(f"{file_var}: cannot read {env[file_var]!r}: {exc.strerror}") from None
+        if not value:
+            # An empty secret file is a deployment mistake; falling back to a default (a
+            # SQLite file inside a container, say) would hide it.
+            raise SettingsError(f"{file_var}: {env[file_var]!r} is empty")
+        return value
     return env.get(name)
 
 
@@ -71,6 +76,7 @@ class Settings:
     sql_echo: bool = False
     max_upload_bytes: int = 5 * 1024 * 1024
     mail_domain: str = "lanedesk.localhost"
+    bpmn_dir: Path = Path(__file__).resolve().parents[1] / "bpmn"
 
     @property
     def zone(self) -> ZoneInfo:
@@ -106,4 +112,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sql_echo=echo in {"1", "true"},
         max_upload_bytes=_int(env, "LANEDESK_MAX_UPLOAD_BYTES", 5 * 1024 * 1024, minimum=1024),
         mail_domain=_domain(env, "LANEDESK_MAIL_DOMAIN"),
+        bpmn_dir=Path(_raw(env, "LANEDESK_BPMN_DIR") or Settings.bpmn_dir),
     )

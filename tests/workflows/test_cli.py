@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import json
 import re
 from datetime import datetime, timedelta
@@ -16,7 +17,7 @@ from workflows.cli import main
 
 from ..conftest import REPO
 
-CORPUS = REPO.parent / "shared" / "corpus" / "bpmn"
+CORPUS = Path(os.environ.get("LANEDESK_CORPUS") or REPO.parent / "shared" / "corpus" / "bpmn")
 PROBLEM_LINE = re.compile(r"^[^:]+:\d+: \S+: .+$")
 
 
@@ -142,3 +143,19 @@ def test_lanedesk_validate_gives_every_corpus_file_a_definite_outcome(path: Path
         assert lines and all(PROBLEM_LINE.match(line) for line in lines), lines
     else:
         assert lines == []
+
+
+def test_run_prepares_an_empty_desk_once_and_then_changes_nothing(tmp_path: Path) -> None:
+    from workflows.app import build_desk
+    from workflows.settings import load_settings
+
+    settings = load_settings({"LANEDESK_DATA_DIR": str(tmp_path), "LANEDESK_DATABASE_URL": f"sqlite:///{tmp_path}/d.db"})
+    laptop = build_desk(settings)
+    first = CliRunner().invoke(main, ["run", "--once"], obj=laptop, catch_exceptions=False)
+    assert first.exit_code == 0
+    assert "deployed ticket_lifecycle v1" in first.output and "demo tickets LD-1001, LD-1002, LD-1003" in first.output
+    second = CliRunner().invoke(main, ["run", "--once"], obj=laptop, catch_exceptions=False)
+    assert second.exit_code == 0 and "deployed" not in second.output and "demo tickets" not in second.output
+    tasks = json.loads(CliRunner().invoke(main, ["task", "list", "--json"], obj=laptop).output)
+    assert sorted(t["ticket"] for t in tasks) == ["LD-1001", "LD-1002", "LD-1003"]
+    laptop.engine.dispose()

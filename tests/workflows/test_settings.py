@@ -46,3 +46,10 @@ def test_an_unreadable_secret_file_names_the_variable(tmp_path: Path) -> None:
 def test_lane_group_overrides_are_parsed() -> None:
     settings = load_settings({"LANEDESK_LANE_GROUPS": "First line=tier-1, Experts = tier-3"})
     assert settings.lane_groups == {"First line": "tier-1", "Experts": "tier-3"}
+
+
+def test_an_empty_secret_file_is_an_error_not_a_silent_default(tmp_path: Path) -> None:
+    secret = tmp_path / "db_url"
+    secret.write_text("\n")
+    with pytest.raises(SettingsError, match="LANEDESK_DATABASE_URL_FILE: .* is empty"):
+        load_settings({"LANEDESK_DATABASE_URL_FILE": str(secret)})

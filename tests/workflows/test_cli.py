@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import json
+import os
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -149,11 +149,14 @@ def test_run_prepares_an_empty_desk_once_and_then_changes_nothing(tmp_path: Path
     from workflows.app import build_desk
     from workflows.settings import load_settings
 
-    settings = load_settings({"LANEDESK_DATA_DIR": str(tmp_path), "LANEDESK_DATABASE_URL": f"sqlite:///{tmp_path}/d.db"})
+    settings = load_settings(
+        {"LANEDESK_DATA_DIR": str(tmp_path), "LANEDESK_DATABASE_URL": f"sqlite:///{tmp_path}/d.db"}
+    )
     laptop = build_desk(settings)
     first = CliRunner().invoke(main, ["run", "--once"], obj=laptop, catch_exceptions=False)
     assert first.exit_code == 0
-    assert "deployed ticket_lifecycle v1" in first.output and "demo tickets LD-1001, LD-1002, LD-1003" in first.output
+    assert "deployed ticket_lifecycle v1" in first.output
+    assert "demo tickets LD-1001, LD-1002, LD-1003" in first.output
     second = CliRunner().invoke(main, ["run", "--once"], obj=laptop, catch_exceptions=False)
     assert second.exit_code == 0 and "deployed" not in second.output and "demo tickets" not in second.output
     tasks = json.loads(CliRunner().invoke(main, ["task", "list", "--json"], obj=laptop).output)

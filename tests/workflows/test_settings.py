@@ -51,5 +51,5 @@ def test_lane_group_overrides_are_parsed() -> None:
 def test_an_empty_secret_file_is_an_error_not_a_silent_default(tmp_path: Path) -> None:
     secret = tmp_path / "db_url"
     secret.write_text("\n")
-    with pytest.raises(SettingsError, match="LANEDESK_DATABASE_URL_FILE: .* is empty"):
+    with pytest.raises(SettingsError, match=r"LANEDESK_DATABASE_URL_FILE: .* is empty"):
         load_settings({"LANEDESK_DATABASE_URL_FILE": str(secret)})

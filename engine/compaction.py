@@ -2,9 +2,10 @@
 
 SpiffWorkflow 3.2.0 never forgets a finished task. A ticket that loops (agent reply → customer
 reply → agent reply ...) grows its tree by several levels per round until a recursive ancestor
-walk raises ``RecursionError`` (~140 rounds with boundary events) or the iterator's depth limit
-silently stalls the instance (~200-500 rounds, §5). :func:`compact` splices finished history out
-of the tree after every step, keeping only what the engine still reads:
+walk raises ``RecursionError`` (round ~150 of our ticket loop, tree depth ~1000) or the
+iterator's depth limit silently stalls the instance (~200-500 rounds, §5). :func:`compact`
+splices finished history out of the tree after every step, keeping only what the engine still
+reads:
 
 * the root task (it holds full data; everything below is serialized as a delta);
 * every task that is not COMPLETED/CANCELLED, and the *real* parent of each (``_inherit_data``
@@ -29,7 +30,11 @@ against the new parent at save time; ``workflow.tasks`` keeps parent-before-chil
 deserialization needs.
 
 Consequences for callers: history is gone (keep the audit trail in our own tables), and
-``reset_from_task_id`` can only target tasks that were kept.
+``reset_from_task_id`` can only target tasks that were kept. Behaviour is otherwise the stock
+engine's, except where stock 3.2.0 reads stale history: a parallel or inclusive join inside a
+loop counts a finished join instance of an earlier round as an arrived branch (stock fires early
+and duplicates tokens when branches finish in a different order than last round; compacted, the
+join waits as BPMN says), and merges those stale instances' data.
 """
 
 from __future__ import annotations

@@ -183,9 +183,13 @@ class Instance:
     def completed(self) -> bool:
         return bool(self.workflow.is_completed())
 
-    def next_wake(self) -> datetime | None:
-        """When a timer of this instance next falls due (None: no timer waits)."""
-        return next_wake(self.workflow)
+    def next_wake(self, now: datetime | None = None) -> datetime | None:
+        """When a timer of this instance next falls due (None: no timer waits).
+
+        Pass the time of the step just run: behind an event-based gateway a predicted time
+        that has passed without firing is then dropped instead of waking the instance forever.
+        """
+        return next_wake(self.workflow, now)
 
     def user_tasks(self) -> list[UserTaskView]:
         """Every READY user task, in a stable order."""

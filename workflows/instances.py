@@ -131,7 +131,7 @@ def _finish(
 
 def _store(row: WorkflowInstance, ticket: Ticket, instance: Instance, now: datetime) -> None:
     row.state = instance.dump()
-    row.next_wake_at = instance.next_wake()
+    row.next_wake_at = instance.next_wake(now)
     row.status = "completed" if instance.completed else "running"
     row.error = None
     row.updated_at = ticket.updated_at = now

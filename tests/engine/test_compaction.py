@@ -46,6 +46,7 @@ VARIANTS = {
     "customer_note": ("ticket_loop_note.bpmn", "ticket_loop_note"),
     "subprocess": ("ticket_loop_subprocess.bpmn", "ticket_loop_subprocess"),
     "assorted": ("ticket_assorted.bpmn", "ticket_assorted"),
+    "parallel_review": ("parallel_review_loop.bpmn", "parallel_review_loop"),
 }
 #: action -> message it delivers
 MESSAGES = {"customer": "customer_replied", "escalation": "escalation_requested"}
@@ -129,7 +130,7 @@ class Ticket:
             self.workflow = BpmnWorkflow(spec, subprocess_specs)
             self.workflow.get_next_task(spec_name="Start").data = dict(self.start_data)
             self.workflow.do_engine_steps()
-        self._save()
+        self.save()
 
     def step(self, action: str, label: int, *, reload_after: bool | None = None) -> None:
         """Run ``action`` (tick, reply, customer, escalation) now; compact and reload if compacted."""
@@ -151,9 +152,9 @@ class Ticket:
                 )
                 wf.send_event(BpmnEvent(definition, payload, correlations))
             wf.do_engine_steps()
-        self._save(reload_after)
+        self.save(reload_after)
 
-    def _save(self, reload_after: bool | None = None) -> None:
+    def save(self, reload_after: bool | None = None) -> None:
         if self.compacted:
             compact(self.workflow)
             if reload_after is None or reload_after:
@@ -285,6 +286,35 @@ def test_compaction_matches_the_stock_engine_around_multi_instance_loops_and_eve
     assert fired["nagged"] >= 8 and fired["page_lead"] >= 6 and fired["count_round"] == 25
     assert len(reference.workflow.subprocesses) >= 6 > len(compacted.workflow.subprocesses)
     assert len(all_tasks(compacted.workflow)) * 20 < len(all_tasks(reference.workflow))
+
+
+def test_looped_parallel_join_waits_for_both_branches_once_compacted_unlike_stock() -> None:
+    """The one behaviour compaction changes on purpose. Stock 3.2.0 lets a parallel join count the
+    cancelled join instance of an *earlier* round as an arrived branch, so when the branches finish
+    in another order than last round it fires early and duplicates tokens (then crashes). Dropping
+    finished history removes those stale instances: compacted, the join waits as BPMN says."""
+
+    def finish_round(ticket: Ticket, first: str) -> list[str]:
+        ready = {t.task_spec.name: t for t in ticket.workflow.get_tasks(state=TaskState.READY, manual=True)}
+        with frozen_at(ticket.now):
+            ready[first].run()
+            ticket.workflow.do_engine_steps()
+        ticket.save()
+        return sorted(t.task_spec.name for t in ticket.workflow.get_tasks(state=TaskState.READY, manual=True))
+
+    compacted, stock = Ticket("parallel_review", compacted=True), Ticket("parallel_review", compacted=False)
+    for ticket in (compacted, stock):  # round 0: the agent finishes first
+        assert finish_round(ticket, "agent_reply") == ["qa_review"]
+        assert finish_round(ticket, "qa_review") == ["agent_reply", "qa_review"]
+
+    assert finish_round(stock, "qa_review") == ["agent_reply", "agent_reply", "qa_review"]  # fired early
+
+    for rnd in range(1, 10):  # QA first in odd rounds
+        first, second = ("qa_review", "agent_reply") if rnd % 2 else ("agent_reply", "qa_review")
+        assert finish_round(compacted, first) == [second], f"round {rnd}"
+        assert finish_round(compacted, second) == ([] if rnd == 9 else ["agent_reply", "qa_review"])
+    assert compacted.workflow.is_completed()
+    assert compacted.workflow.data["rounds"] == 10
 
 
 def test_compaction_keeps_a_5000_round_ticket_small_and_flat() -> None:

@@ -24,8 +24,8 @@ class Desk:
     clock: Callable[[], datetime] = system_clock
 
     @contextmanager
-    def unit_of_work(self) -> Iterator[Session]:
-        with unit_of_work(self.sessions) as session:
+    def unit_of_work(self, *, readonly: bool = False) -> Iterator[Session]:
+        with unit_of_work(self.sessions, readonly=readonly) as session:
             yield session
 
 

@@ -11,19 +11,20 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import sqlalchemy.exc
 
 from engine.errors import DefinitionError, EngineError, FormInvalid
 from engine.validate import validate as validate_xml
 
-from . import bootstrap
+from . import audit, bootstrap
 from .app import Desk, build_desk
 from .definitions import deploy_definition, validate_definition
 from .errors import DeskError
 from .output import dump_json, print_tasks, print_ticket, task_dict, ticket_dict
 from .settings import SettingsError
-from .tickets import add_customer_reply, get_ticket, open_ticket, reference, ticket_view
+from .tickets import add_customer_reply, get_ticket, instance_of, open_ticket, reference, ticket_view
 from .users import add_user, get_user
-from .wakeups import wake_due_instances
+from .wakeups import retry_instance, wake_due_instances
 from .worklist import complete_task, list_tasks
 
 EXIT_PROBLEMS = 1
@@ -51,6 +52,17 @@ class DeskGroup(click.Group):
             sys.exit(EXIT_PROBLEMS)
         except (DeskError, EngineError, SettingsError) as exc:
             fail(str(exc))
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as exc:
+            fail(_database_trouble(exc))
+
+
+def _database_trouble(exc: sqlalchemy.exc.DBAPIError) -> str:
+    detail = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+    if "no such table" in detail or "does not exist" in detail:
+        return f"the database has no Lanedesk schema yet ({detail}); run `lanedesk db upgrade`"
+    if "locked" in detail:
+        return f"the database is busy ({detail}); try again"
+    return f"cannot use the database ({detail}); check LANEDESK_DATABASE_URL"
 
 
 def desk(ctx: click.Context) -> Desk:
@@ -120,8 +132,6 @@ def deploy_cmd(ctx: click.Context, file: Path, note: str, as_email: str | None) 
     d = desk(ctx)
     with d.unit_of_work() as session:
         actor = get_user(session, as_email) if as_email else None
-        if actor is not None and actor.role not in ("owner", "admin"):
-            fail(f"{actor.email} is an {actor.role}; only owners and admins deploy")
         version, created = deploy_definition(
             session,
             d.settings,
@@ -192,7 +202,7 @@ def ticket_reply(ctx: click.Context, ticket_id: str, sender: str, body: str) -> 
 def ticket_show(ctx: click.Context, ticket_id: str, as_json: bool) -> None:
     """Status, open tasks and timeline of a ticket."""
     d = desk(ctx)
-    with d.unit_of_work() as session:
+    with d.unit_of_work(readonly=True) as session:
         view = ticket_view(session, d.settings, ticket_id)
         if as_json:
             click.echo(dump_json(ticket_dict(view)))
@@ -213,7 +223,7 @@ def task() -> None:
 def task_list(ctx: click.Context, ticket_id: str | None, group: str | None, as_json: bool) -> None:
     """Open tasks, oldest first."""
     d = desk(ctx)
-    with d.unit_of_work() as session:
+    with d.unit_of_work(readonly=True) as session:
         tid = get_ticket(session, d.settings, ticket_id).id if ticket_id else None
         tasks = list_tasks(session, ticket_id=tid, group=group)
         if as_json:
@@ -243,6 +253,22 @@ def task_complete(ctx: click.Context, task_id: str, as_email: str, data: str) ->
         click.echo(f"completed “{done.name}”")
 
 
+@ticket.command("retry")
+@click.argument("ticket_id")
+@click.option("--as", "as_email", required=True, help="The admin retrying it.")
+@click.pass_context
+def ticket_retry(ctx: click.Context, ticket_id: str, as_email: str) -> None:
+    """Run a ticket's failed process again (after the cause was fixed)."""
+    d = desk(ctx)
+    with d.unit_of_work() as session:
+        user = get_user(session, as_email)
+        if user.role != "admin":
+            fail(f"{user.email} is an {user.role}; only admins retry failed processes")
+        row = instance_of(session, get_ticket(session, d.settings, ticket_id))
+        retry_instance(session, d.settings, row.id, now=d.clock(), actor=audit.actor_of(user))
+    click.echo(f"{ticket_id}: the process runs again")
+
+
 @main.command("tick")
 @click.pass_context
 def tick(ctx: click.Context) -> None:
@@ -259,7 +285,13 @@ def tick(ctx: click.Context) -> None:
 @main.command("run")
 @click.option("--no-demo", is_flag=True, help="Do not add demo users and tickets to an empty desk.")
 @click.option("--once", is_flag=True, help="Prepare the desk and exit instead of running the timer loop.")
-@click.option("--interval", default=5.0, show_default=True, help="Seconds between timer scans.")
+@click.option(
+    "--interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.5, max=3600),
+    help="Seconds between timer scans.",
+)
 @click.pass_context
 def run(ctx: click.Context, no_demo: bool, once: bool, interval: float) -> None:
     """All-in-one for a laptop: migrate, deploy bundled diagrams, demo data, wake timers."""

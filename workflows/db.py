@@ -50,17 +50,28 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only units (ticket show, task list) take no write lock, so they never queue
+        # behind a long write.
+        readonly = connection.get_execution_options().get(READONLY, False)
+        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+READONLY = "lanedesk_readonly"
+
+
 @contextmanager
-def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One transaction: commit when the block succeeds, roll back when it raises."""
+def unit_of_work(factory: sessionmaker[Session], *, readonly: bool = False) -> Iterator[Session]:
+    """One transaction: commit when the block succeeds, roll back when it raises.
+
+    ``readonly`` units must not write; on SQLite they start a deferred transaction.
+    """
     session = factory()
+    if readonly:
+        session.connection(execution_options={READONLY: True})
     try:
         yield session
         session.commit()

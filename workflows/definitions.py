@@ -15,7 +15,7 @@ from engine.validate import executable_process_id, validate
 from engine.xmlload import load_xml
 
 from . import audit
-from .errors import NotFound
+from .errors import NotFound, PermissionDenied
 from .models import DefinitionContent, ProcessVersion, User
 from .operations import vocabulary
 from .settings import Settings
@@ -45,6 +45,8 @@ def deploy_definition(
     Returns ``(version, created)``; deploying content identical to the latest version returns
     that version unchanged. Raises :class:`DefinitionError` listing every problem.
     """
+    if actor is not None and actor.role not in ("owner", "admin"):
+        raise PermissionDenied(f"{actor.email} is an {actor.role}; only process owners and admins deploy")
     problems = validate_definition(session, settings, xml, filename)
     if problems:
         raise DefinitionError(problems)

@@ -200,7 +200,7 @@ def _sync_tasks(
     for view in ready.values():
         if view.task_id in known or (not new and session.get(HumanTask, view.task_id) is not None):
             continue
-        slug = settings.lane_groups.get(view.lane or "", group_slug(view.lane or ""))
+        slug = group_slug(view.lane or "", settings.lane_groups)
         group = ops.find_group(slug)
         session.add(
             HumanTask(

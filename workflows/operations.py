@@ -8,15 +8,15 @@ Timers call :meth:`DeskOperations.sla_due`, which returns an aware datetime.
 from __future__ import annotations
 
 import inspect
-import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from engine.lint import lane_slug
 from engine.validate import Vocabulary
 
 from . import audit
@@ -27,6 +27,7 @@ STATUSES = ("new", "open", "waiting_on_customer", "escalated", "resolved", "clos
 PRIORITIES = ("P1", "P2", "P3", "P4")
 SLA_CLOCKS = ("first_response", "next_response", "resolution")
 CUSTOMER_TEMPLATES = ("acknowledgement", "agent_reply", "reminder", "auto_closed", "resolved")
+AGENT_TEMPLATES = ("first_response_due", "sla_warning", "escalated", "assigned")
 MESSAGES = ("customer_replied", "agent_replied", "ticket_updated")
 
 #: Wall-clock targets per clock and priority, in hours. The SLA issue replaces these with
@@ -38,9 +39,17 @@ SLA_TARGET_HOURS: dict[str, dict[str, int]] = {
 }
 
 
-def group_slug(lane: str) -> str:
-    """The group a lane names by default: "Tier 2" → ``tier-2``."""
-    return re.sub(r"[^a-z0-9]+", "-", lane.lower()).strip("-")
+def group_slug(lane: str, lane_groups: Mapping[str, str] | None = None) -> str:
+    """The agent group a lane names: LANEDESK_LANE_GROUPS, else by convention "Tier 2" → ``tier-2``."""
+    if lane_groups and lane in lane_groups:
+        return lane_groups[lane]
+    return lane_slug(lane) or ""
+
+
+def _text(kind: str, value: object, limit: int = 2000) -> str:
+    if not isinstance(value, str) or len(value) > limit:
+        raise ValueError(f"{kind} must be text of at most {limit} characters; got {type(value).__name__}")
+    return value
 
 
 def _choice(kind: str, value: object, allowed: tuple[str, ...]) -> str:
@@ -131,8 +140,8 @@ class DeskOperations:
 
     def set_category(self, category: str) -> None:
         """Record the ticket's category (question, incident, request, wish, ...)."""
-        if not isinstance(category, str) or not category.strip():
-            raise ValueError("category must be a non-empty string")
+        if not isinstance(category, str) or not category.strip() or len(category) > 64:
+            raise ValueError("category must be a non-empty string of at most 64 characters")
         self._audit("category_changed", category, old=self.ticket.category, new=category)
         self.ticket.category = category
 
@@ -144,6 +153,7 @@ class DeskOperations:
 
     def escalate(self, group: str, reason: str = "") -> None:
         """Hand the ticket to ``group`` with status *escalated*; the reason goes on the timeline."""
+        reason = _text("reason", reason)
         found = self._group(group)
         self._audit("escalated", f"to {found.slug}: {reason}".strip(": "), group=found.slug, reason=reason)
         self.ticket.group_id = found.id
@@ -152,6 +162,7 @@ class DeskOperations:
 
     def close(self, reason: str = "") -> None:
         """Close the ticket for good."""
+        reason = _text("reason", reason)
         for clock in self._clocks():
             self._stop(clock, "stopped")
         self.set_status("closed")
@@ -166,6 +177,7 @@ class DeskOperations:
 
     def notify(self, group: str, template: str) -> None:
         """Queue a notification ``template`` to every agent of ``group``."""
+        template = _choice("template", template, AGENT_TEMPLATES)
         found = self._group(group)
         members = self.session.scalars(select(User).where(User.groups.any(Group.id == found.id))).all()
         for member in members:
@@ -263,7 +275,7 @@ class DeskOperations:
         return row
 
     def _group(self, slug: str) -> Group:
-        group = self.find_group(slug)
+        group = self.find_group(_text("group", slug, limit=64))
         if group is None:
             raise ValueError(f"no agent group {slug!r}")
         return group
@@ -294,7 +306,7 @@ def offline_vocabulary() -> Vocabulary:
 
 def _vocabulary_for(groups: frozenset[str], lane_groups: dict[str, str]) -> Vocabulary:
     def group_for_lane(lane: str) -> str | None:
-        slug = lane_groups.get(lane, group_slug(lane))
+        slug = group_slug(lane, lane_groups)
         return slug if slug in groups else None
 
     signatures = {name: inspect.signature(getattr(DeskOperations, name)) for name in DeskOperations.NAMES}
@@ -309,6 +321,7 @@ def _vocabulary_for(groups: frozenset[str], lane_groups: dict[str, str]) -> Voca
         ("assign_group", "group"): groups,
         ("escalate", "group"): groups,
         ("notify", "group"): groups,
+        ("notify", "template"): frozenset(AGENT_TEMPLATES),
         **{(op, "clock"): frozenset(SLA_CLOCKS) for op in clock_ops},
     }
     return Vocabulary(

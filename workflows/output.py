@@ -9,11 +9,9 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from .models import HumanTask
+from .models import TICKET_NUMBER_OFFSET, HumanTask
 from .settings import Settings
 from .tickets import TicketView
-
-TICKET_NUMBER_PREFIX_KEY = "id"
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -27,7 +25,7 @@ def dump_json(value: Any) -> str:
 def task_dict(task: HumanTask, settings: Settings) -> dict[str, Any]:
     return {
         "id": task.id,
-        "ticket": f"{settings.ticket_prefix}-{task.ticket_id + 1000}",
+        "ticket": f"{settings.ticket_prefix}-{task.ticket_id + TICKET_NUMBER_OFFSET}",
         "name": task.name,
         "element_id": task.element_id,
         "group": task.group.slug if task.group else None,

@@ -88,9 +88,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     data_dir = Path(_raw(env, "LANEDESK_DATA_DIR") or "var")
     database_url = _raw(env, "LANEDESK_DATABASE_URL") or f"sqlite:///{data_dir / 'lanedesk.db'}"
-    if "://" not in database_url:
+    scheme = database_url.split("://", 1)[0].split("+", 1)[0] if "://" in database_url else ""
+    if scheme not in ("sqlite", "postgresql"):
         raise SettingsError(
-            f"LANEDESK_DATABASE_URL: expected a URL such as sqlite:///... , got {database_url!r}"
+            f"LANEDESK_DATABASE_URL: expected sqlite:///PATH or postgresql+psycopg://…, got {database_url!r}"
         )
     prefix = _raw(env, "LANEDESK_TICKET_PREFIX") or "LD"
     if not prefix.isalnum() or not prefix.isupper():

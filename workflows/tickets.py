@@ -13,7 +13,7 @@ from engine.errors import EngineError
 
 from . import audit
 from .definitions import require_latest_version
-from .errors import InvalidInput, NotFound
+from .errors import InvalidInput, NotFound, PermissionDenied
 from .instances import advance, buffer_message, lock_instance, mark_failed, start_instance
 from .models import (
     TICKET_NUMBER_OFFSET,
@@ -96,7 +96,7 @@ def parse_ticket_ref(settings: Settings, ref: str | int) -> int:
     text = str(ref).strip().upper()
     prefix = f"{settings.ticket_prefix}-"
     number = text[len(prefix) :] if text.startswith(prefix) else text
-    if not number.isdigit() or int(number) <= TICKET_NUMBER_OFFSET:
+    if not number.isdigit() or len(number) > 12 or int(number) <= TICKET_NUMBER_OFFSET:
         raise NotFound(f"no ticket {ref}")
     return int(number) - TICKET_NUMBER_OFFSET
 
@@ -128,7 +128,11 @@ def add_customer_reply(
     The message is buffered first: if no catch event waits for it now, it waits for one.
     """
     ticket = get_ticket(session, settings, ticket_ref)
-    customer = customer_for(session, sender, now=now)
+    if normalise_email(sender) != ticket.requester.email:
+        # Ticket numbers are guessable: only the requester may speak on a ticket (CCs and
+        # signed reply tokens arrive with the mail issue). Nothing is written.
+        raise PermissionDenied(f"{sender} is not the requester of ticket {reference(settings, ticket)}")
+    customer = ticket.requester
     entry = ConversationEntry(
         ticket_id=ticket.id, kind="inbound", customer_id=customer.id, body=body, created_at=now
     )

@@ -15,6 +15,7 @@ from engine.runtime import Functions, Instance, Step
 
 from . import audit
 from .db import unit_of_work
+from .errors import Conflict, NotFound
 from .instances import advance, mark_failed
 from .models import WorkflowInstance
 from .settings import Settings
@@ -92,3 +93,37 @@ def wake_due_instances(
             log.exception("instance %s could not be woken; will retry", instance_id)
             report.failed[instance_id] = f"{type(exc).__name__}: {exc}"
     return report
+
+
+def retry_instance(
+    session: Session, settings: Settings, instance_id: int, *, now: datetime, actor: str
+) -> None:
+    """Run a *failed* instance again: fire what is due and offer its buffered messages.
+
+    For an instance whose script failed once it was fixed (a new version deployed and
+    migrated, or a transient error gone). Raises the engine's error again if it still fails;
+    the caller's rollback then leaves it failed.
+    """
+    row = session.scalar(
+        select(WorkflowInstance)
+        .where(WorkflowInstance.id == instance_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if row is None:
+        raise NotFound(f"no workflow instance {instance_id}")
+    if row.status != "failed":
+        raise Conflict(f"instance {instance_id} is {row.status}, not failed; nothing to retry")
+
+    def action(instance: Instance, functions: Functions) -> tuple[None, list[Step]]:
+        return None, instance.fire_due_timers(now=now, functions=functions)
+
+    audit.record(
+        session,
+        ticket_id=row.ticket_id,
+        actor=actor,
+        action="instance_retried",
+        now=now,
+        detail=row.error or "",
+    )
+    advance(session, settings, row, action, now=now, actor=actor)

@@ -5,17 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from engine.errors import TaskNotReady
+from engine.forms import validate_submission
 from engine.runtime import Functions, Instance
 
 from . import audit
 from .errors import Conflict, NotFound, PermissionDenied
 from .instances import advance, lock_instance
-from .models import Group, HumanTask, User
+from .models import ConversationEntry, Group, HumanTask, User
 from .settings import Settings
+
+#: A form field with this id is the agent's internal note: it goes into the conversation.
+NOTE_FIELD = "note"
 
 
 def list_tasks(
@@ -51,13 +55,22 @@ def _open_task(session: Session, task_id: str, user: User) -> HumanTask:
 
 
 def claim_task(session: Session, *, task_id: str, user: User, now: datetime) -> HumanTask:
-    """Make ``user`` the task's assignee (only when nobody else holds it)."""
+    """Make ``user`` the task's assignee (only when nobody else holds it).
+
+    A conditional UPDATE decides between two agents claiming at once: exactly one row changes.
+    """
     task = _open_task(session, task_id, user)
-    if task.assignee_id not in (None, user.id):
-        raise Conflict(
-            f"task “{task.name}” is already claimed by {task.assignee.email if task.assignee else '?'}"
-        )
-    task.assignee_id, task.claimed_at = user.id, now
+    claimed = session.execute(
+        update(HumanTask)
+        .where(HumanTask.id == task.id, HumanTask.state == "open")
+        .where(or_(HumanTask.assignee_id.is_(None), HumanTask.assignee_id == user.id))
+        .values(assignee_id=user.id, claimed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(task)
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        holder = task.assignee.email if task.assignee else "someone else"
+        raise Conflict(f"task “{task.name}” is already claimed by {holder}")
     audit.record(
         session,
         ticket_id=task.ticket_id,
@@ -86,13 +99,14 @@ def complete_task(
     if task.assignee_id not in (None, user.id):
         raise Conflict(f"task “{task.name}” is claimed by {task.assignee.email if task.assignee else '?'}")
     actor = audit.actor_of(user)
+    cleaned = validate_submission(task.form, data)  # the engine checks again against the diagram
 
     def action(instance: Instance, functions: Functions) -> tuple[dict[str, Any], list[Any]]:
-        return instance.complete_task(task.id, data, now=now, functions=functions)
+        return instance.complete_task(task.id, cleaned, now=now, functions=functions)
 
     task.state, task.completed_at, task.completed_by_id = "completed", now, user.id
     task.assignee_id = task.assignee_id or user.id
-    completed = audit.record(
+    audit.record(
         session,
         ticket_id=task.ticket_id,
         actor=actor,
@@ -101,9 +115,17 @@ def complete_task(
         element_id=task.element_id,
         task_id=task.id,
         detail=task.name,
+        data=cleaned,
     )
+    note = cleaned.get(NOTE_FIELD)
+    if isinstance(note, str) and note.strip():
+        session.add(
+            ConversationEntry(
+                ticket_id=task.ticket_id, kind="note", author_id=user.id, body=note, created_at=now
+            )
+        )
     try:
-        completed["data"] = advance(session, settings, row, action, now=now, actor=actor)
+        advance(session, settings, row, action, now=now, actor=actor)
     except TaskNotReady:
         # A deadline fell due before this completion (the next tick applies it): the agent
         # learns that plainly; the caller's rollback keeps the instance as it was.

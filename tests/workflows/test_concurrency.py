@@ -16,7 +16,7 @@ from workflows.models import AuditEvent, HumanTask, WorkflowInstance
 from workflows.tickets import instance_of
 from workflows.users import get_user
 from workflows.wakeups import wake_due_instances
-from workflows.worklist import complete_task
+from workflows.worklist import claim_task, complete_task
 
 from .helpers import TRIAGE, agent, new_ticket, open_task
 
@@ -140,3 +140,22 @@ def _ticket_model() -> Any:
     from workflows.models import Ticket
 
     return Ticket
+
+
+def test_two_agents_claiming_the_same_task_at_once_one_gets_it(desk: Desk, now: datetime) -> None:
+    _, task_id = _setup(desk, now)
+
+    def claim_as(email: str) -> str:
+        with desk.unit_of_work() as session:
+            return claim_task(session, task_id=task_id, user=get_user(session, email), now=now).id
+
+    results = race(lambda: claim_as("tereza@desk.example"), lambda: claim_as("lukas@desk.example"))
+    assert sorted(type(r).__name__ for r in results) == ["Conflict", "str"]
+    with desk.unit_of_work() as session:
+        task = session.get_one(HumanTask, task_id)
+        winner = "tereza@desk.example" if isinstance(results[0], str) else "lukas@desk.example"
+        assert task.assignee is not None and task.assignee.email == winner
+        claims = session.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "task_claimed")
+        )
+        assert claims == 1

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from engine.errors import ScriptError
 from workflows.definitions import deploy_definition
 from workflows.models import AuditEvent, ConversationEntry, PendingMessage, WorkflowInstance
 from workflows.settings import Settings
@@ -110,3 +112,50 @@ def test_a_message_nobody_waits_for_stays_buffered_until_a_catch_takes_it(
     assert instance is not None
     assert wake_instance(session, settings, instance.id, now=now + timedelta(hours=1, seconds=1))
     assert (message.state, ticket.status, instance.status) == ("delivered", "open", "completed")
+
+
+def test_a_failed_process_can_be_retried_once_its_cause_is_fixed(session: Session, settings: Settings,
+                                                                 now: datetime) -> None:  # fmt: skip
+    from workflows.errors import Conflict
+    from workflows.wakeups import retry_instance
+
+    deploy_definition(
+        session, settings, xml=(DATA / "fragile.bpmn").read_bytes(), filename="fragile.bpmn", now=now
+    )
+    ticket = open_ticket(session, settings, requester="jana@customer.example", subject="Fragile", body="b",
+                         now=now, process_id="fragile")  # fmt: skip
+    add_customer_reply(session, settings, ticket_ref=ticket.number, sender="jana@customer.example",
+                       body="please keep me", now=now)  # fmt: skip
+    instance = session.scalar(select(WorkflowInstance).where(WorkflowInstance.ticket_id == ticket.id))
+    assert instance is not None and instance.status == "failed"
+    # Still broken: the retry fails the same way and changes nothing.
+    with pytest.raises(ScriptError, match="on-fire"), session.begin_nested():
+        retry_instance(session, settings, instance.id, now=now, actor="user:admin@desk.example")
+    session.refresh(instance)
+    assert instance.status == "failed"
+    with pytest.raises(Conflict, match="not failed"):
+        instance.status = "running"
+        retry_instance(session, settings, instance.id, now=now, actor="user:admin@desk.example")
+
+
+def test_a_retried_process_runs_on_once_the_cause_is_gone(
+    session: Session, settings: Settings, now: datetime
+) -> None:
+    from workflows.models import Group
+    from workflows.wakeups import retry_instance
+
+    xml = (DATA / "needs_group.bpmn").read_bytes()
+    deploy_definition(session, settings, xml=xml, filename="needs_group.bpmn", now=now)
+    ticket = open_ticket(session, settings, requester="jana@customer.example", subject="Night", body="b",
+                         now=now, process_id="needs_group")  # fmt: skip
+    add_customer_reply(session, settings, ticket_ref=ticket.number, sender="jana@customer.example",
+                       body="help at night", now=now)  # fmt: skip
+    instance = session.scalar(select(WorkflowInstance).where(WorkflowInstance.ticket_id == ticket.id))
+    assert instance is not None and instance.status == "failed" and "night-shift" in (instance.error or "")
+    session.add(Group(slug="night-shift", name="Night shift"))
+    session.flush()
+    retry_instance(session, settings, instance.id, now=now, actor="user:admin@desk.example")
+    assert (instance.status, instance.error) == ("completed", None)
+    assert ticket.group is not None and ticket.group.slug == "night-shift"
+    message = session.scalar(select(PendingMessage))
+    assert message is not None and message.state == "delivered"

@@ -293,3 +293,42 @@ def test_an_unknown_process_or_a_bad_address_opens_nothing(
             data={},
             now=now,
         )
+
+
+def test_the_audit_keeps_the_submitted_form_and_a_note_becomes_an_internal_note(
+    session: Session, settings: Settings, now: datetime
+) -> None:
+    tereza = agent(session, "tereza@desk.example", "tier-1", now=now)
+    ticket = new_ticket(session, settings, now)
+    work(session, settings, ticket, tereza, TRIAGE, now)
+    work(session, settings, ticket, tereza, {"outcome": "wait_customer", "note": "Customer is on VPN X"}, now)
+    view = ticket_view(session, settings, ticket.number)
+    completed = [e.data for e in view.timeline if e.action == "task_completed"]
+    assert completed[0] == TRIAGE
+    assert completed[1]["outcome"] == "wait_customer" and completed[1]["note"] == "Customer is on VPN X"
+    notes = [(e.kind, e.body, e.author_id) for e in view.conversation if e.kind == "note"]
+    assert notes == [("note", "Customer is on VPN X", tereza.id)]
+
+
+def test_a_stranger_cannot_speak_on_someone_elses_ticket(
+    session: Session, settings: Settings, now: datetime
+) -> None:
+    ticket = new_ticket(session, settings, now)
+    with pytest.raises(PermissionDenied, match="not the requester"):
+        add_customer_reply(session, settings, ticket_ref=ticket.number, sender="mallory@evil.example",
+                           body="reopen!", now=now)  # fmt: skip
+    assert session.scalar(select(PendingMessage)) is None
+    inbound = session.scalars(select(ConversationEntry).where(ConversationEntry.ticket_id == ticket.id)).all()
+    assert len(inbound) == 1
+
+
+def test_only_owners_and_admins_deploy(session: Session, settings: Settings, now: datetime) -> None:
+    from workflows.definitions import deploy_definition
+
+    tereza = agent(session, "tereza@desk.example", "tier-1", now=now)
+    xml = (settings.bpmn_dir / "ticket_lifecycle.bpmn").read_bytes()
+    with pytest.raises(PermissionDenied, match="only process owners and admins deploy"):
+        deploy_definition(session, settings, xml=xml, filename="t.bpmn", now=now, actor=tereza)
+    owner = agent(session, "owner@desk.example", role="owner", now=now)
+    version, created = deploy_definition(session, settings, xml=xml, filename="t.bpmn", now=now, actor=owner)
+    assert (version.version, created) == (1, False)

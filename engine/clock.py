@@ -35,7 +35,7 @@ def ensure_aware(moment: datetime) -> datetime:
 
 
 class ClockDatetime(datetime):
-    """``datetime`` whose ``now()`` honours the engine call's bound time.
+    """``datetime`` whose ``now()``, ``today()`` and ``utcnow()`` honour the engine call's bound time.
 
     Every value it makes is a plain ``datetime`` (``__new__`` returns one), so nothing of this
     class ever reaches task data or the serializer, which maps exact classes.
@@ -50,6 +50,16 @@ class ClockDatetime(datetime):
         if bound is None:
             return datetime.now(tz)
         return bound.astimezone(tz) if tz is not None else bound.astimezone().replace(tzinfo=None)
+
+    @classmethod
+    def today(cls) -> datetime:  # type: ignore[override]
+        """As ``datetime.today()``: the same as ``now()``, naive, in the server's zone."""
+        return cls.now()
+
+    @classmethod
+    def utcnow(cls) -> datetime:  # type: ignore[override]
+        """As ``datetime.utcnow()``: the bound time in UTC, naive. Prefer ``now(timezone.utc)``."""
+        return cls.now(UTC).replace(tzinfo=None)
 
 
 @contextmanager

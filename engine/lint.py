@@ -17,6 +17,7 @@ from lxml import etree
 from .errors import Problem
 from .forms import CONSTRAINTS, FIELD_TYPES
 from .parser import CAMUNDA_NS, read_form_fields
+from .sandbox import ALLOWED_BUILTINS
 from .xmlload import line_of
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ UNSUPPORTED = {
     "use a subprocess with a parallel or event-based gateway instead",
     "businessRuleTask": "business rule tasks need DMN, which the desk does not run; "
     "use a script task or an exclusive gateway",
+    "manualTask": "manual tasks wait for nobody the desk knows (no inbox shows them, so the ticket "
+    "would stop there); draw a userTask with a form instead",
     "dataStoreReference": "data stores have no implementation in the desk; "
     "keep the data in process variables or use a desk operation",
     "linkEventDefinition": "link events are silently ignored by SpiffWorkflow 3.2.0 (the branch ends and "
@@ -195,13 +198,25 @@ def check_flows(scope: Scope) -> Iterator[Problem]:
 
 
 def check_calls(scope: Scope) -> Iterator[Problem]:
-    """Call activities call a process of this file: a deployment is one file."""
-    processes = {p.get("id") for p in scope.root.iter(bpmn("process"))}
+    """Call activities call a process of this file (a deployment is one file), never in a circle."""
+    processes = {p.get("id"): p for p in scope.root.iter(bpmn("process"))}
+    calls: dict[str, set[str]] = {}
+    for pid, process in processes.items():
+        for call in process.iter(bpmn("callActivity")):
+            calls.setdefault(pid or "", set()).add(call.get("calledElement") or "")
     for call in scope.iter("callActivity"):
-        if call.get("calledElement") not in processes:
-            target = call.get("calledElement") or ""
+        target = call.get("calledElement") or ""
+        owner = next((p.get("id") or "" for p in call.iterancestors(bpmn("process"))), "")
+        if target not in processes:
             yield scope.problem(
                 call, f"calls '{target}', which is not a process of this file; add it to the file"
+            )
+        elif target == owner or _reaches(calls, target, owner):
+            how = "itself" if target == owner else f"'{target}', which leads back to '{owner}'"
+            yield scope.problem(
+                call,
+                f"process '{owner}' calls {how}: the engine would nest calls without end; "
+                "draw the repetition as a loop with a gateway instead",
             )
 
 
@@ -261,13 +276,13 @@ def lane_slug(name: str) -> str | None:
 
 
 def check_lanes(scope: Scope) -> Iterator[Problem]:
-    """Every user or manual task sits in a lane that names an agent group."""
+    """Every user task sits in a lane that names an agent group (manual tasks are refused outright)."""
     lanes: dict[str, etree._Element] = {}
     for ref in scope.root.iter(bpmn("flowNodeRef")):  # document order: a nested lane overrides its parent
         lane = ref.getparent()
         if ref.text is not None and lane is not None:
             lanes[ref.text] = lane
-    for task in scope.iter("userTask", "manualTask"):
+    for task in scope.iter("userTask"):
         lane = _lane_of(task, lanes)
         name = lane.get("name") if lane is not None else None
         if lane is None:
@@ -328,17 +343,23 @@ def check_forms(scope: Scope) -> Iterator[Problem]:
         seen: set[str] = set()
         xml_fields = list(task.iter(f"{{{CAMUNDA_NS}}}formField"))
         for xml_field, spec in zip(xml_fields, read_form_fields(task), strict=True):
-            for message in _field_problems(spec, seen):
+            for message in _field_problems(spec, seen, scope.vocabulary):
                 yield scope.problem(xml_field, f"form field '{spec['id']}': {message}")
             seen.add(spec["id"])
 
 
-def _field_problems(spec: dict[str, Any], seen: set[str]) -> Iterator[str]:
+def _field_problems(spec: dict[str, Any], seen: set[str], vocabulary: Vocabulary) -> Iterator[str]:
     options = [opt[0] for opt in spec["options"]]
     if not spec["id"]:
         yield "has no id; give it the variable name the answer is stored under"
     elif spec["id"] in seen:
         yield "the id is used twice in this form; rename one of the fields"
+    elif spec["id"].startswith("_"):
+        yield "ids starting with '_' are hidden from scripts and conditions; rename the field"
+    elif spec["id"] in vocabulary.functions:
+        yield "the id is the name of a desk function, which the answer would hide; rename the field"
+    elif spec["id"] in ALLOWED_BUILTINS:
+        yield "the id is the name of a builtin scripts use, which the answer would hide; rename the field"
     if spec["type"] not in FIELD_TYPES:
         yield f"type '{spec['type']}' is not supported; use one of {', '.join(sorted(FIELD_TYPES))}"
     if spec["type"] == "enum" and not options:
@@ -350,6 +371,8 @@ def _field_problems(spec: dict[str, Any], seen: set[str]) -> Iterator[str]:
             yield f"unknown constraint '{name}'; use one of {', '.join(sorted(CONSTRAINTS))}"
         elif name in {"min", "max", "minlength", "maxlength"} and not _is_int(config):
             yield f"constraint {name} needs a whole number, not '{config}'"
+        elif name == "pattern" and not (config or "").strip():
+            yield "constraint pattern needs a regular expression in its config"
         elif name == "pattern":
             yield from _regex_problems(config)
 

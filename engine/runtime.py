@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -39,6 +39,10 @@ Functions = Mapping[str, Callable[..., Any]]
 #: Engine passes per call before we call an instance stuck (a timer cycle catching up after a
 #: long outage needs one pass per missed cycle).
 MAX_PASSES = 1000
+#: Elements one engine pass may complete before we call it an endless loop: a cycle with no wait
+#: state never leaves do_engine_steps(). SpiffWorkflow's cost grows with the square of the steps
+#: (~1 s for 1,000, ~140 s for 10,000); the bundled lifecycle needs fewer than 10 a pass.
+MAX_STEPS = 1_000
 
 patch_depth_limit()
 
@@ -143,6 +147,7 @@ class Instance:
         #: Called with each Step as it starts, so an audit trail interleaves steps with the
         #: desk operations their scripts perform.
         self.on_step: Callable[[Step], None] | None = None
+        self._functions: Functions | None = None  # those of the last engine call, for next_wake()
 
     # -- creating and storing ------------------------------------------------------------
     @classmethod
@@ -183,13 +188,24 @@ class Instance:
     def completed(self) -> bool:
         return bool(self.workflow.is_completed())
 
-    def next_wake(self, now: datetime | None = None) -> datetime | None:
+    def next_wake(
+        self, now: datetime | None = None, *, functions: Functions | None = None
+    ) -> datetime | None:
         """When a timer of this instance next falls due (None: no timer waits).
 
         Pass the time of the step just run: behind an event-based gateway a predicted time
         that has passed without firing is then dropped instead of waking the instance forever.
+        Those predictions evaluate timer expressions again, as the engine did: under the clock
+        frozen at ``now`` and with ``functions`` (by default those of this object's last engine
+        call), so a timer such as ``sla_due("resolution")`` is predicted too.
         """
-        return next_wake(self.workflow, now)
+        functions = self._functions if functions is None else functions
+        with ExitStack() as stack:
+            if now is not None:
+                stack.enter_context(frozen_at(now))
+            if functions is not None:
+                stack.enter_context(self.workflow.script_engine.bound(functions))
+            return next_wake(self.workflow, now)
 
     def user_tasks(self) -> list[UserTaskView]:
         """Every READY user task, in a stable order."""
@@ -259,19 +275,32 @@ class Instance:
     @contextmanager
     def _call(self, now: datetime, functions: Functions) -> Iterator[list[Step]]:
         steps: list[Step] = []
+        self._functions = functions
         with frozen_at(now), self.workflow.script_engine.bound(functions):
             try:
                 yield steps
-            except (EngineError, TaskNotReady):
+            except EngineError:  # TaskNotReady, FormInvalid, ScriptError... are ours already
                 raise
             except Exception as exc:
                 raise as_script_error(exc) from exc
 
     def _advance(self, steps: list[Step]) -> None:
+        count = 0  # elements completed in this pass
+
         def record(task: Any) -> None:
+            nonlocal count
+            if task.task_spec.bpmn_id:
+                count += 1
+                if count > MAX_STEPS:
+                    message = (
+                        f"more than {MAX_STEPS:,} steps in one event — an endless loop without a "
+                        "wait state? Put a user task, timer or message on the way back"
+                    )
+                    raise ScriptError(message, element_id=task.task_spec.bpmn_id)
             self._record(steps, task)
 
         for _ in range(MAX_PASSES):
+            count = 0
             self.workflow.refresh_timers()
             self.workflow.do_engine_steps(will_complete_task=record)
             if not any(not t.task_spec.manual for t in self.workflow.get_tasks(state=TaskState.READY)):

@@ -25,9 +25,10 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from types import CodeType, FrameType, MappingProxyType, SimpleNamespace
 from typing import Any, Literal
+from uuid import UUID
 
 from RestrictedPython import RestrictingNodeTransformer, compile_restricted_eval, compile_restricted_exec
 from RestrictedPython.Guards import (
@@ -238,26 +239,54 @@ class _Exhausted(BaseException):
 
 
 class _Budget:
+    """The trace hook: a line budget and a CPU-time limit for script frames.
+
+    CPython 3.11 emits no ``line`` event for a jump to the same instruction (``while True: pass``
+    on one line), so script frames trace opcodes too: an opcode event at or before the previous
+    one of the same frame, with no line event in between, is a loop turn and counts as a line.
+    The CPU clock (~0.5 µs a read) is read every :data:`_CLOCK_EVERY` events from the start.
+    """
+
     def __init__(self, lines: int, cpu_seconds: float) -> None:
         self.lines, self.left, self.cpu = lines, lines, cpu_seconds
-        self.deadline: float | None = None  # set at the first check: thread_time() costs ~0.5 µs a call
         self.previous = sys.gettrace()  # pytest/coverage may have one; restored afterwards
+        self.frame: FrameType | None = None  # where the last opcode event was
+        self.offset = -1  # -1: a line event came since
+        self.ticks = _CLOCK_EVERY
+        self.deadline = time.thread_time() + cpu_seconds
 
     def on_call(self, frame: FrameType, event: Any, arg: Any) -> Any:
         if frame.f_code.co_filename != _FILENAME:  # desk functions are trusted and keep coverage
             return self.previous(frame, event, arg) if self.previous is not None else None
-        return self.on_line(frame, event, arg)
+        frame.f_trace_opcodes = True
+        return self.on_event(frame, event, arg)
 
-    def on_line(self, frame: FrameType, event: Any, arg: Any) -> Any:
+    def on_event(self, frame: FrameType, event: Any, arg: Any) -> Any:
+        if event == "opcode":
+            offset, previous = frame.f_lasti, self.offset if frame is self.frame else -1
+            self.frame, self.offset = frame, offset
+            if offset > previous:  # straight on, or the first opcode of a line already counted
+                return self._clock()
+        elif event == "line":
+            self.frame, self.offset = frame, -1
+        elif event != "call":  # return, exception
+            return self.on_event
         self.left -= 1
         if self.left <= 0:
             raise _Exhausted(f"stopped after {self.lines:,} lines (runaway loop?)")
-        if not self.left & 1023:
-            now = time.thread_time()
-            self.deadline = self.deadline or now + self.cpu
-            if now > self.deadline:
+        return self._clock()
+
+    def _clock(self) -> Any:
+        self.ticks -= 1
+        if not self.ticks:
+            self.ticks = _CLOCK_EVERY
+            if time.thread_time() > self.deadline:
                 raise _Exhausted(f"stopped after {self.cpu} s of CPU time (runaway loop?)")
-        return self.on_line
+        return self.on_event
+
+
+#: Trace events between two reads of the CPU clock.
+_CLOCK_EVERY = 64
 
 
 _bound: contextvars.ContextVar[Mapping[int, Functions]] = contextvars.ContextVar(
@@ -370,16 +399,87 @@ class SandboxedScriptEngine(PythonScriptEngine):
         finally:
             sys.settrace(budget.previous)
         if mode == "exec":  # as TaskDataEnvironment: no builtins, callables, functions or context
+            written = {
+                key: value
+                for key, value in namespace.items()
+                if not (key.startswith("_") or key in functions or key in (external or {}))
+            }
+            for key, value in written.items():  # refuse before anything changes
+                if not callable(value) and (problem := unstorable(key, value)):
+                    raise ScriptError(problem, element_id=element_id)
             for key in [k for k in data if not k.startswith("_") and k not in namespace]:
                 del data[key]
-            for key, value in namespace.items():
-                if key.startswith("_") or key in functions or key in (external or {}):
-                    continue
+            for key, value in written.items():
                 if callable(value):
                     data.pop(key, None)
                 else:
                     data[key] = value
         return result
+
+
+#: Exact types task data may hold: what comes back unchanged from engine.state.dump/restore
+#: (JSON's own, and those the serializer registry converts). Tuples and sets come back as lists.
+_STORABLE: frozenset[type] = frozenset({type(None), bool, int, float, str, date, timedelta, UUID})
+MAX_DATA_DEPTH = 100  #: deepest nesting of lists and dicts in one variable
+
+
+class _Unstorable(Exception):
+    pass
+
+
+def unstorable(name: str, value: Any) -> str | None:
+    """Why variable ``name`` could not be stored with the instance unchanged (None when it can).
+
+    Allowed: None, bool, int, float, str, datetime (naive or with a fixed offset), date,
+    timedelta, UUID, and lists and dicts with text keys of those, at most
+    :data:`MAX_DATA_DEPTH` deep and :data:`MAX_ITEMS` items in all (shared parts counted each
+    time, as the JSON is written).
+    """
+    sizes: dict[int, int] = {}  # checked containers: items they write
+    open_: set[int] = set()  # containers being checked (a cycle comes back to one)
+
+    def walk(value: Any, where: str, depth: int) -> int:
+        kind = type(value)
+        if kind in _STORABLE:
+            return 1
+        if kind is datetime:
+            if value.tzinfo is None or type(value.tzinfo) is timezone:
+                return 1
+            raise _Unstorable(f"{where} has the time zone {value.tzinfo!r}; use .astimezone(timezone.utc)")
+        if kind is not list and kind is not dict:
+            hint = "wrap it in list()" if hasattr(value, "__iter__") else "store text or a number instead"
+            if kind is set or kind is frozenset:
+                hint = "wrap it in sorted() or list()"
+            elif kind is bytes or kind is bytearray:
+                hint = "store text instead (.decode())"
+            raise _Unstorable(f"{where} is of type {kind.__name__}, which task data cannot hold; {hint}")
+        if id(value) in sizes:
+            return sizes[id(value)]
+        if id(value) in open_ or depth >= MAX_DATA_DEPTH:
+            raise _Unstorable(f"{where} contains itself or is nested over {MAX_DATA_DEPTH} levels deep")
+        open_.add(id(value))
+        total = 1
+        items = value.items() if kind is dict else enumerate(value)
+        for key, item in items:
+            if kind is dict and (type(key) is not str or key == "typename"):
+                reason = (  # a 'typename' key makes the serializer read the dict as one of its objects
+                    "the key 'typename', which the engine reserves; rename it"
+                    if key == "typename"
+                    else f"the key {key!r}, which would come back as text; use text keys (str(key))"
+                )
+                raise _Unstorable(f"{where} has {reason}")
+            total += 1 if type(item) in _STORABLE else walk(item, f"{where}[{key!r}]", depth + 1)
+        if total > MAX_ITEMS:
+            raise _Unstorable(f"{where} holds over {MAX_ITEMS:,} values; store less")
+        open_.discard(id(value))
+        sizes[id(value)] = total
+        return total
+
+    try:
+        walk(value, name, 0)
+    except _Unstorable as exc:
+        return f"variable {name!r} cannot be stored with the task: {exc}"
+    return None
 
 
 class _SandboxEnvironment(BasePythonScriptEngineEnvironment):

@@ -25,6 +25,7 @@ from SpiffWorkflow.spiff.parser.process import VALIDATOR
 from .errors import DefinitionError, Problem
 from .lint import LINTS, SPIFF_NS, Scope, bpmn, kind, lane_slug, local, source_line
 from .parser import DeskParser
+from .sandbox import ALLOWED_BUILTINS, check_source
 from .xmlload import line_of, load_xml
 
 __all__ = ["Vocabulary", "executable_process_id", "lane_slug", "validate"]
@@ -228,13 +229,6 @@ def _node_in_traceback(exc: BaseException) -> etree._Element | None:
 
 Mode = Literal["exec", "eval"]
 
-#: Builtins a script may call besides desk functions, when engine.sandbox (which has the real list)
-#: cannot be imported.
-FALLBACK_BUILTINS = frozenset(
-    {"abs", "all", "any", "bool", "dict", "divmod", "enumerate", "filter", "float", "frozenset", "int"}
-    | {"isinstance", "len", "list", "map", "max", "min", "range", "repr", "reversed", "round", "set"}
-    | {"sorted", "str", "sum", "tuple", "zip"}
-)
 #: Where code lives in a diagram: tag -> (mode, what to call it in messages).
 _CODE_SITES: dict[str, tuple[Mode, str]] = {
     bpmn("conditionExpression"): ("eval", "condition"),
@@ -256,7 +250,7 @@ _DURATION = re.compile(r"P(?!$)(\d+([.,]\d+)?[YMWD])*(T(\d+([.,]\d+)?[HMS])+)?",
 def code_problems(source: str, mode: Mode, vocabulary: Vocabulary) -> list[tuple[int, str]]:
     """Problems in one script (``exec``) or expression (``eval``): ``(line within source, message)``.
 
-    Checks Python syntax, the sandbox's compile-time rules when the sandbox is installed, and
+    Checks Python syntax, the sandbox's compile-time rules, and
     every call of a bare name: it must be a desk function called with arguments that fit its
     signature (and its literal choices), an allowed builtin, or a name the script bound earlier.
     """
@@ -269,7 +263,7 @@ def code_problems(source: str, mode: Mode, vocabulary: Vocabulary) -> list[tuple
         return [(first + (exc.lineno or 1) - 1, f"not valid Python: {exc.msg}")]
     found = [(first + offset - 1, message) for offset, message in _sandbox_problems(text, mode)]
     refused = {name for _, message in found for name in re.findall(r'"(\w+)"', message)}
-    bindings, builtins = _bindings(tree), _allowed_builtins()
+    bindings, builtins = _bindings(tree), ALLOWED_BUILTINS
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in refused:
             found += [
@@ -280,23 +274,11 @@ def code_problems(source: str, mode: Mode, vocabulary: Vocabulary) -> list[tuple
 
 def _sandbox_problems(text: str, mode: Mode) -> list[tuple[int, str]]:
     try:
-        from .sandbox import check_source  # may be absent while the sandbox is being written
-    except ImportError:
-        return []
-    try:
         messages = check_source(text, mode)
     except Exception as exc:
         return [(1, f"the sandbox could not compile this ({exc!r})")]
     matches = [(re.match(r"Line (\d+): (.*)", m, re.DOTALL), m) for m in messages]
     return [(int(match[1]), match[2]) if match else (1, m) for match, m in matches]
-
-
-def _allowed_builtins() -> frozenset[str]:
-    try:
-        from .sandbox import ALLOWED_BUILTINS
-    except ImportError:
-        return FALLBACK_BUILTINS
-    return frozenset(ALLOWED_BUILTINS)
 
 
 def _bindings(tree: ast.AST) -> dict[str, list[tuple[int, int]]]:

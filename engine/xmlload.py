@@ -13,6 +13,7 @@ from .errors import DefinitionError, Problem
 MAX_DIAGRAM_BYTES = 5 * 1024 * 1024
 
 _DOCTYPE = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
+_NO_DOCTYPE = "DOCTYPE and entity declarations are not allowed in diagrams"
 
 
 def _safe_parser() -> etree.XMLParser:
@@ -32,7 +33,8 @@ def load_xml(data: bytes, filename: str, *, max_bytes: int = MAX_DIAGRAM_BYTES) 
     """Parse ``data`` as a diagram document, refusing what a hostile upload could use.
 
     Raises :class:`DefinitionError` (never an lxml exception) for: documents over
-    ``max_bytes``, any DOCTYPE or entity declaration, and malformed XML (with its line).
+    ``max_bytes``, any DOCTYPE or entity declaration (in any encoding), and malformed XML (with
+    its line).
     """
     if len(data) > max_bytes:
         raise DefinitionError(
@@ -41,9 +43,7 @@ def load_xml(data: bytes, filename: str, *, max_bytes: int = MAX_DIAGRAM_BYTES) 
     match = _DOCTYPE.search(data)
     if match:
         line = data.count(b"\n", 0, match.start()) + 1
-        raise DefinitionError(
-            [Problem(filename, line, "", "DOCTYPE and entity declarations are not allowed in diagrams")]
-        )
+        raise DefinitionError([Problem(filename, line, "", _NO_DOCTYPE)])
     try:
         root = etree.fromstring(data, parser=_safe_parser())
     except etree.XMLSyntaxError as exc:
@@ -51,6 +51,10 @@ def load_xml(data: bytes, filename: str, *, max_bytes: int = MAX_DIAGRAM_BYTES) 
         raise DefinitionError([Problem(filename, line, "", f"malformed XML: {exc.msg}")]) from None
     if root is None:
         raise DefinitionError([Problem(filename, 1, "", "empty document")])
+    # The byte scan above misses other encodings (UTF-16...): ask the parsed document too.
+    docinfo = root.getroottree().docinfo
+    if getattr(docinfo, "doctype", "") or docinfo.internalDTD is not None:  # lxml-stubs lack doctype
+        raise DefinitionError([Problem(filename, 1, "", _NO_DOCTYPE)])
     return root
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import pairwise
 from typing import Any
@@ -20,6 +23,7 @@ from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
 from SpiffWorkflow.util.task import TaskState
 
+from engine.clock import frozen_at
 from engine.errors import SandboxViolation, ScriptError
 from engine.parser import DeskParser
 from engine.sandbox import ALLOWED_BUILTINS, SandboxedScriptEngine, as_script_error, check_source
@@ -286,6 +290,12 @@ ATTACK_SCRIPTS = [
     ("x = ValueError.mro()", "mro"),
     ("x = type(subject)", "'type' is not available"),
     ("while True:\n    pass", "stopped after 200,000 lines"),
+    # One-line loops: CPython 3.11 reports no line event for a jump to the same instruction.
+    ("while True: pass", "stopped after 200,000 lines"),
+    ("while 1: pass", "stopped after 200,000 lines"),
+    ("while True: continue", "stopped after 200,000 lines"),
+    ("n = 0\nwhile True: pass", "stopped after 200,000 lines"),
+    ("f = lambda: [0 for i in range(3)]\nwhile True: f()", "stopped after 200,000 lines"),
     (
         "while True:\n    try:\n        while True:\n            pass\n    except:\n        pass",
         "stopped after",
@@ -303,9 +313,30 @@ ATTACK_SCRIPTS = [
 ]
 
 
+class _Hung(BaseException):
+    """Raised by :func:`watchdog`: not an Exception, so no script or engine handler takes it."""
+
+
+@contextmanager
+def watchdog(seconds: float) -> Iterator[None]:
+    """Fail (instead of hanging the suite) when the block runs longer than ``seconds``."""
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _Hung(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.mark.parametrize(("source", "reason"), ATTACK_SCRIPTS)
 def test_script_task_refuses_escapes_and_bombs_naming_the_element(source: str, reason: str) -> None:
-    error = _refusal(_chain(_script("work", source)), subject="vpn")
+    with watchdog(20):
+        error = _refusal(_chain(_script("work", source)), subject="vpn")
 
     assert isinstance(error, SandboxViolation)
     assert error.element_id == "work"
@@ -347,6 +378,19 @@ def test_runaway_loop_is_stopped_by_cpu_time_too() -> None:
     assert error.line == 3
 
 
+def test_cpu_limit_counts_from_the_start_and_stops_few_heavy_lines_early() -> None:
+    # ~10 ms of C work per loop turn, a few trace events each: a check only every 1,024 lines,
+    # or a deadline set only then, would let this run for seconds.
+    engine = SandboxedScriptEngine(cpu_seconds=0.05)
+    started = time.thread_time()
+
+    with watchdog(20):
+        error = _refusal(_chain(_script("work", "x = [sum(range(10**6)) for i in range(1000)]")), engine)
+
+    assert "0.05 s of CPU" in str(error)
+    assert time.thread_time() - started < 0.5
+
+
 def test_previous_trace_function_is_restored_even_after_a_runaway_loop() -> None:
     def tracer(frame: Any, event: str, arg: Any) -> None:
         return None
@@ -357,6 +401,9 @@ def test_previous_trace_function_is_restored_even_after_a_runaway_loop() -> None
         _run(_chain(_script("work", "x = 1")))
         assert sys.gettrace() is tracer
         _refusal(_chain(_script("work", "while True:\n    pass")))
+        assert sys.gettrace() is tracer
+        with watchdog(20):
+            _refusal(_chain(_script("work", "while True: pass")))
         assert sys.gettrace() is tracer
     finally:
         sys.settrace(previous)
@@ -379,6 +426,36 @@ def _timer_diagram(expression: str) -> str:
         "</bpmn:timerEventDefinition></bpmn:intermediateCatchEvent>"
     )
     return _chain(("sla_timer", timer))
+
+
+@pytest.fixture
+def server_in_india(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The server's local zone is UTC+05:30 (a POSIX TZ rule: no tz database needed)."""
+    monkeypatch.setenv("TZ", "IST-5:30")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("server_in_india")
+def test_scripts_read_the_engine_clock_through_today_utcnow_and_now() -> None:
+    script = "\n".join(
+        [
+            "a = datetime.today()",
+            "b = datetime.utcnow()",
+            "c = datetime.now()",
+            "d = datetime.now(timezone.utc)",
+        ]
+    )
+
+    with frozen_at(datetime(2030, 1, 1, 9, tzinfo=UTC)):
+        data = _run(_chain(_script("clock", script))).data
+
+    assert data["a"] == data["c"] == datetime(2030, 1, 1, 14, 30)  # naive, the server's zone
+    assert data["b"] == datetime(2030, 1, 1, 9)  # naive, UTC
+    assert data["d"] == datetime(2030, 1, 1, 9, tzinfo=UTC)
+    assert {type(value) for value in data.values()} == {datetime}
 
 
 def test_timer_expression_may_return_an_aware_datetime() -> None:

@@ -222,6 +222,36 @@ def test_a_call_activity_must_call_a_process_of_the_file() -> None:
     only(check(xml), "call", "calls 'elsewhere', which is not a process of this file")
 
 
+def _called(process_id: str, call_id: str, target: str) -> str:
+    """A non-executable process ``process_id`` whose only step calls ``target``."""
+    start, end = f"{process_id}_start", f"{process_id}_end"
+    return el(
+        "process",
+        process_id,
+        el("startEvent", start),
+        el("callActivity", call_id, calledElement=target),
+        el("endEvent", end),
+        flow(f"{process_id}_f1", start, call_id),
+        flow(f"{process_id}_f2", call_id, end),
+        isExecutable="false",
+    )
+
+
+def test_a_process_calling_itself_is_refused_naming_the_call_activity() -> None:
+    xml = single(el("callActivity", "call", calledElement="q"), "call", before=_called("q", "again", "q"))
+    problem = only(check(xml), "again", "process 'q' calls itself", "loop with a gateway")
+    assert problem.line == line(xml, 'id="again"')
+    assert [p for p in check(xml) if p.element_id == "call"] == []
+
+
+def test_processes_calling_each_other_in_a_circle_are_refused() -> None:
+    before = _called("q", "to_r", "r") + _called("r", "to_q", "q")
+    problems = check(single(el("callActivity", "call", calledElement="q"), "call", before=before))
+    only(problems, "to_r", "process 'q' calls 'r', which leads back to 'q'")
+    only(problems, "to_q", "process 'r' calls 'q', which leads back to 'r'")
+    assert [p for p in problems if p.element_id == "call"] == []
+
+
 def test_an_unknown_process_id_is_refused() -> None:
     [problem] = check(SIMPLE, process_id="nope")
     assert "no process 'nope'" in problem.message
@@ -476,6 +506,7 @@ def test_an_inclusive_join_inside_a_loop_is_refused() -> None:
     [
         (el("complexGateway", "x"), ["complex gateways are not supported"]),
         (el("businessRuleTask", "x"), ["business rule tasks need DMN"]),
+        (el("manualTask", "x", name="Call the customer"), ["no inbox", "draw a userTask with a form"]),
         (el("adHocSubProcess", "x", el("task", "in")), ["ad-hoc"]),
         (el("task", "x", isForCompensation="true"), ["compensation is not supported"]),
         (
@@ -609,6 +640,12 @@ def constraint(name: str, config: str | None = None) -> str:
         (field("long", constraint("positive")), ["unknown constraint 'positive'"]),
         (field("long", constraint("max", "ten")), ["constraint max needs a whole number, not 'ten'"]),
         (field("string", constraint("pattern", "[a-")), ["pattern '[a-' is not a valid regular expression"]),
+        (field("string", constraint("pattern")), ["constraint pattern needs a regular expression"]),
+        (field("string", constraint("pattern", " ")), ["constraint pattern needs a regular expression"]),
+        (field("boolean", field_id="escalate"), ["'escalate': the id is the name of a desk function"]),
+        (field("long", field_id="sum"), ["'sum': the id is the name of a builtin", "rename the field"]),
+        (field("string", field_id="datetime"), ["the name of a builtin"]),
+        (field("string", field_id="_note"), ["'_note': ids starting with '_' are hidden", "rename"]),
     ],
 )
 def test_bad_form_fields_are_refused(xml_field: str, words: list[str]) -> None:

@@ -15,8 +15,8 @@ from engine.runtime import Functions, Instance, Step
 
 from . import audit
 from .db import unit_of_work
-from .errors import Conflict, NotFound
-from .instances import advance, mark_failed
+from .errors import Conflict
+from .instances import advance, lock_instance, mark_failed
 from .models import WorkflowInstance
 from .settings import Settings
 
@@ -104,14 +104,7 @@ def retry_instance(
     migrated, or a transient error gone). Raises the engine's error again if it still fails;
     the caller's rollback then leaves it failed.
     """
-    row = session.scalar(
-        select(WorkflowInstance)
-        .where(WorkflowInstance.id == instance_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if row is None:
-        raise NotFound(f"no workflow instance {instance_id}")
+    row = lock_instance(session, instance_id)
     if row.status != "failed":
         raise Conflict(f"instance {instance_id} is {row.status}, not failed; nothing to retry")
 

@@ -375,7 +375,7 @@ def test_runaway_loop_is_stopped_by_cpu_time_too() -> None:
 
     assert isinstance(error, SandboxViolation)
     assert "0.05 s of CPU" in str(error)
-    assert error.line == 3
+    assert error.line in (2, 3)  # a line of the loop; which one the deadline lands on is timing
 
 
 def test_cpu_limit_counts_from_the_start_and_stops_few_heavy_lines_early() -> None:

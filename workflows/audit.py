@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event, insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from .models import AuditEvent, Customer, User
 
@@ -40,12 +40,9 @@ def record(
     element_id: str | None = None,
     task_id: str | None = None,
     data: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Journal one audit row on ``session``; it is written with the session's next flush.
-
-    Returns the row's values, which the caller may still complete (e.g. with a step's result)
-    before that flush.
-    """
+) -> None:
+    """Journal one audit row on ``session``; it is written before the session's next query,
+    flush or commit (never half-written: rows of a rolled-back savepoint are dropped)."""
     row = {
         "ticket_id": ticket_id,
         "actor": actor,
@@ -57,7 +54,6 @@ def record(
         "created_at": now,
     }
     session.info.setdefault(_JOURNAL, []).append(row)
-    return row
 
 
 def write_journal(session: Session) -> None:
@@ -70,6 +66,14 @@ def write_journal(session: Session) -> None:
 def discard_journal(session: Session) -> None:
     """Forget rows journaled since the last write (their step was rolled back)."""
     session.info.pop(_JOURNAL, None)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _before_query(state: ORMExecuteState) -> None:
+    # Like autoflush: a query sees the rows journaled before it (not inside no_autoflush blocks,
+    # where the engine runs and batching the rows is the point).
+    if state.is_select and state.session.autoflush and state.session.info.get(_JOURNAL):
+        write_journal(state.session)
 
 
 @event.listens_for(Session, "before_flush")

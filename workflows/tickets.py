@@ -190,7 +190,6 @@ class TicketView:
 
 def ticket_view(session: Session, settings: Settings, ref: str | int) -> TicketView:
     """Everything ``ticket show`` and the ticket page display, without loading the workflow."""
-    audit.write_journal(session)
     ticket = get_ticket(session, settings, ref)
     tasks = session.scalars(
         select(HumanTask)

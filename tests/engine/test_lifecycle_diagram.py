@@ -33,6 +33,8 @@ from engine.parser import DeskParser
 from engine.sandbox import check_source
 from engine.xmlload import load_xml
 
+from .lifecycle_facts import ACKNOWLEDGED, DESK_OPERATIONS, RESOLVED
+
 BPMN_FILE = Path(__file__).resolve().parents[2] / "bpmn" / "ticket_lifecycle.bpmn"
 PROCESS_ID = "ticket_lifecycle"
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -48,18 +50,6 @@ SLA_TARGETS = {
     "next_response": timedelta(hours=24),
     "resolution": timedelta(hours=72),
 }
-DESK_OPERATIONS = (
-    *("set_status", "set_priority", "set_category", "assign_group", "escalate", "notify", "send_template"),
-    *("start_sla", "pause_sla", "resume_sla", "stop_sla", "close", "sla_due"),
-)
-ACKNOWLEDGED = [
-    ("set_status", "new"),
-    ("assign_group", "tier-1"),
-    ("send_template", "acknowledgement"),
-    ("start_sla", "first_response"),
-    ("start_sla", "resolution"),
-]
-RESOLVED = [("set_status", "resolved"), ("stop_sla", "resolution"), ("send_template", "resolved")]
 
 
 # --- a recording desk --------------------------------------------------------------------------

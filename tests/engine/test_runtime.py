@@ -31,22 +31,12 @@ from engine.errors import (
 from engine.runtime import Definition, Instance, Step, UserTaskView
 from engine.sandbox import SandboxedScriptEngine
 
+from .lifecycle_facts import ACKNOWLEDGED, DESK_OPERATIONS, RESOLVED
+
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "runtime"
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SLA_TARGETS = {"first_response": timedelta(hours=8), "resolution": timedelta(hours=72)}
-DESK_OPERATIONS = (
-    *("set_status", "set_priority", "set_category", "assign_group", "escalate", "notify", "send_template"),
-    *("start_sla", "pause_sla", "resume_sla", "stop_sla", "close", "sla_due"),
-)
-ACKNOWLEDGED = [
-    ("set_status", "new"),
-    ("assign_group", "tier-1"),
-    ("send_template", "acknowledgement"),
-    ("start_sla", "first_response"),
-    ("start_sla", "resolution"),
-]
-RESOLVED = [("set_status", "resolved"), ("stop_sla", "resolution"), ("send_template", "resolved")]
 TRIAGE = {"category": "incident", "priority": "P2", "summary": "VPN drops every hour"}
 TRIAGED = [
     ("set_priority", "P2"),

@@ -31,7 +31,7 @@ from .errors import DefinitionError, EngineError, Problem, ScriptError, TaskNotR
 from .forms import validate_submission
 from .parser import DeskParser
 from .sandbox import SandboxedScriptEngine, as_script_error
-from .timers import next_wake
+from .timers import next_wake, retime, timer_facts
 from .xmlload import line_of, load_xml
 
 Functions = Mapping[str, Callable[..., Any]]
@@ -56,6 +56,8 @@ class Step:
     name: str
     kind: str
     lane: str | None
+    #: For a timer event: {"expression": ..., "due": ISO time it was due}; else None.
+    timer: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,15 @@ class Instance:
             self._advance(steps)
         return steps
 
+    def retime_timers(self, *, now: datetime, functions: Functions, mentioning: str) -> int:
+        """Re-evaluate waiting date timers whose expression mentions ``mentioning`` (no firing).
+
+        For timers that follow something outside the diagram, such as an SLA clock paused
+        or given a new target during this event (:func:`engine.timers.retime`).
+        """
+        with self._call(now, functions):
+            return retime(self.workflow, mentioning)
+
     # -- internals -----------------------------------------------------------------------
     @contextmanager
     def _call(self, now: datetime, functions: Functions) -> Iterator[list[Step]]:
@@ -335,6 +346,7 @@ def _step(task: Any) -> Step:
         spec.bpmn_name or spec.bpmn_id or "",
         type(spec).__name__,
         getattr(spec, "lane", None),
+        timer_facts(task),
     )
 
 

@@ -29,11 +29,12 @@ from SpiffWorkflow.bpmn.specs.event_definitions.multiple import MultipleEventDef
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import (
     CycleTimerEventDefinition,
     DurationTimerEventDefinition,
+    TimeDateEventDefinition,
     TimerEventDefinition,
 )
 from SpiffWorkflow.util.task import TaskState
 
-__all__ = ["due_times", "next_wake"]
+__all__ = ["due_times", "next_wake", "retime", "timer_facts"]
 
 
 def due_times(workflow: BpmnWorkflow, now: datetime | None = None) -> dict[UUID, datetime]:
@@ -157,3 +158,40 @@ def _as_datetime(value: Any) -> datetime | None:
         return TimerEventDefinition.get_datetime(moment.isoformat())
     except (ValueError, TypeError, AttributeError):
         return None
+
+
+def retime(workflow: BpmnWorkflow, mentioning: str) -> int:
+    """Re-evaluate armed date timers whose expression mentions ``mentioning``; how many moved.
+
+    SpiffWorkflow evaluates a timer expression once, when the timer starts waiting. A timer such
+    as ``sla_due("resolution", 75)`` must follow its clock when the clock pauses, resumes or
+    gets a new target, so the caller re-times after an event that changed a clock, under the
+    step's clock and functions. Timers behind event-based gateways are left alone (their due
+    time is shared and predicted, :func:`due_times`).
+    """
+    moved = 0
+    for wf in (workflow, *workflow.subprocesses.values()):
+        for task in wf.tasks.values():
+            definition = getattr(task.task_spec, "event_definition", None)
+            if (
+                task.state != TaskState.WAITING
+                or not isinstance(definition, TimeDateEventDefinition)
+                or mentioning not in (definition.expression or "")
+                or task.internal_data.get("event_value") is None
+            ):
+                continue
+            value = workflow.script_engine.evaluate(task, definition.expression)
+            if value != task.internal_data.get("event_value"):
+                task.internal_data["event_value"] = value
+                moved += 1
+    return moved
+
+
+def timer_facts(task: Any) -> dict[str, Any] | None:
+    """For a timer event task: its expression and the due time it fired at; else None."""
+    definition = getattr(task.task_spec, "event_definition", None)
+    if not isinstance(definition, TimerEventDefinition):
+        return None
+    value = task.internal_data.get("event_value")
+    due = _engine_due(task, definition) if value is not None else None
+    return {"expression": definition.expression, "due": due.isoformat() if due else None}

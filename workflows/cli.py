@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -282,21 +280,9 @@ def tick(ctx: click.Context) -> None:
         click.echo(f"instance {instance_id} failed: {reason}", err=True)
 
 
-@main.command("run")
-@click.option("--no-demo", is_flag=True, help="Do not add demo users and tickets to an empty desk.")
-@click.option("--once", is_flag=True, help="Prepare the desk and exit instead of running the timer loop.")
-@click.option(
-    "--interval",
-    default=5.0,
-    show_default=True,
-    type=click.FloatRange(min=0.5, max=3600),
-    help="Seconds between timer scans.",
-)
-@click.pass_context
-def run(ctx: click.Context, no_demo: bool, once: bool, interval: float) -> None:
-    """All-in-one for a laptop: migrate, deploy bundled diagrams, demo data, wake timers."""
-    d = desk(ctx)
-    prepared = bootstrap.prepare(d, demo=not no_demo)
+def prepare_desk(d: Desk, *, demo: bool) -> None:
+    """Migrate, deploy the bundled diagrams and (on an empty desk) add demo data; say so."""
+    prepared = bootstrap.prepare(d, demo=demo)
     click.echo(f"Lanedesk is ready: database {d.engine.url.render_as_string(hide_password=True)}")
     for item in prepared.deployed:
         click.echo(f"  deployed {item}")
@@ -306,19 +292,3 @@ def run(ctx: click.Context, no_demo: bool, once: bool, interval: float) -> None:
             "lead@demo.lanedesk, expert@demo.lanedesk"
         )
     click.echo("  try: lanedesk task list   ·   lanedesk ticket show LD-1001")
-    if once:
-        return
-    click.echo(
-        f"Running the timer loop (every {interval:g} s); the web UI and Celery worker come in later "
-        "releases. Ctrl-C stops."
-    )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(interval):
-            report = wake_due_instances(d.sessions, d.settings, now=d.clock)
-            if report.woken or report.failed:
-                click.echo(f"woke {len(report.woken)} instance(s), {len(report.failed)} failed")
-    except KeyboardInterrupt:
-        pass
-    click.echo("stopped")

@@ -8,6 +8,7 @@ next wake time and the human-task projection in the caller's transaction.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from engine.runtime import Functions, Instance, Step
 
-from . import audit
+from . import audit, sla
 from .definitions import load_definition
 from .errors import Conflict, NotFound
 from .models import HumanTask, PendingMessage, ProcessVersion, Ticket, WorkflowInstance
@@ -47,8 +48,9 @@ def start_instance(
             data={"ticket_number": ticket.number},
             now=now,
             functions=ops.functions(),
-            on_step=_auditor(session, ticket, actor, now),
+            on_step=_auditor(session, ticket, ops, actor, now),
         )
+        _retime(instance, ops, now)
     row = WorkflowInstance(ticket_id=ticket.id, process_version_id=version.id, created_at=now)
     _store(row, ticket, instance, now)
     session.add(row)
@@ -57,8 +59,15 @@ def start_instance(
     return row
 
 
-def _auditor(session: Session, ticket: Ticket, actor: str, now: datetime) -> Callable[[Step], None]:
+_SLA_TIMER = re.compile(r"""sla_due\(\s*["'](\w+)["']\s*(?:,\s*(?:percent\s*=\s*)?(\d+(?:\.\d+)?))?""")
+
+
+def _auditor(
+    session: Session, ticket: Ticket, ops: DeskOperations, actor: str, now: datetime
+) -> Callable[[Step], None]:
     def on_step(step: Step) -> None:
+        if step.timer is not None:
+            _timer_fired(session, ticket, ops, step, now)
         audit.record(
             session,
             ticket_id=ticket.id,
@@ -72,6 +81,39 @@ def _auditor(session: Session, ticket: Ticket, actor: str, now: datetime) -> Cal
         )
 
     return on_step
+
+
+def _timer_fired(session: Session, ticket: Ticket, ops: DeskOperations, step: Step, now: datetime) -> None:
+    """Put a timer firing on the timeline: its due time and, for SLA timers, policy and calendar."""
+    assert step.timer is not None
+    data: dict[str, object] = dict(step.timer)
+    detail = f"timer “{step.name}” due {step.timer.get('due') or '?'}"
+    match = _SLA_TIMER.search(str(step.timer.get("expression") or ""))
+    if match:
+        facts = ops.clock_facts(match.group(1), float(match.group(2) or 100))
+        data.update(facts)
+        detail = (
+            f"timer “{step.name}”: {facts.get('percent', 100):g}% of the {match.group(1)} target, "
+            f"due {step.timer.get('due')} (policy {facts.get('policy')}, calendar {facts.get('calendar')})"
+        )
+    audit.record(
+        session,
+        ticket_id=ticket.id,
+        actor=audit.TIMER,
+        action="timer_fired",
+        now=now,
+        element_id=step.element_id,
+        task_id=step.task_id,
+        detail=detail,
+        data=data,
+    )
+
+
+def _retime(instance: Instance, ops: DeskOperations, now: datetime) -> None:
+    """Timers armed with ``sla_due(...)`` follow clocks changed during this event."""
+    if ops.sla_changed:
+        instance.retime_timers(now=now, functions=ops.functions(), mentioning="sla_due")
+        ops.sla_changed = False
 
 
 def lock_instance(session: Session, instance_id: int) -> WorkflowInstance:
@@ -99,8 +141,8 @@ def advance(
     """Run ``action`` on the locked instance ``row`` and persist the outcome."""
     ticket = session.get_one(Ticket, row.ticket_id)
     instance = Instance.load(load_definition(session, row.process_version), row.state)
-    instance.on_step = _auditor(session, ticket, actor, now)
     ops = DeskOperations(session, settings, ticket, now=now, actor=actor)
+    instance.on_step = _auditor(session, ticket, ops, actor, now)
     # No autoflush while the engine runs: desk operations query (cached per event) between
     # writes, and each implicit flush would send the step's audit rows one INSERT at a time.
     with session.no_autoflush:
@@ -121,6 +163,8 @@ def _finish(
     actor: str,
 ) -> None:
     _offer_pending(session, row, instance, ops.functions(), now)
+    with session.no_autoflush:
+        _retime(instance, ops, now)
     _store(row, ticket, instance, now)
     _sync_tasks(session, settings, row, instance, ops, now=now, actor=actor)
     try:
@@ -131,7 +175,9 @@ def _finish(
 
 def _store(row: WorkflowInstance, ticket: Ticket, instance: Instance, now: datetime) -> None:
     row.state = instance.dump()
-    row.next_wake_at = instance.next_wake(now)
+    wake = instance.next_wake(now)
+    row.next_wake_at = None if wake is None or wake >= sla.NEVER else wake  # paused clocks never wake
+    row.wake_claimed_until, row.wake_failures = None, 0
     row.status = "completed" if instance.completed else "running"
     row.error = None
     row.updated_at = ticket.updated_at = now

@@ -71,6 +71,8 @@ class Group(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
+    #: Notified when a ticket is escalated into the group (falls back to every member).
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
 
 
 class User(Base):
@@ -129,6 +131,8 @@ class Ticket(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     closed_at: Mapped[datetime | None]
+    #: The address the ticket came in through (SLA policies and calendars may depend on it).
+    mailbox: Mapped[str | None] = mapped_column(String(320))
     requester: Mapped[Customer] = relationship(lazy="joined")
     group: Mapped[Group | None] = relationship(lazy="joined")
 
@@ -151,6 +155,12 @@ class WorkflowInstance(Base):
     status: Mapped[str] = mapped_column(String(16))  # running | completed | failed
     error: Mapped[str | None] = mapped_column(Text)
     next_wake_at: Mapped[datetime | None]
+    #: Set by the scan that hands a due instance to a worker: no other scan hands it out again
+    #: before this time. A worker that dies mid-wake delays the timer by the lease, never loses it.
+    wake_claimed_until: Mapped[datetime | None]
+    #: Wakes in a row that failed for a reason outside the diagram (database, conflict); the
+    #: lease grows with it, so a broken instance is retried with back-off, not every scan.
+    wake_failures: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     process_version: Mapped[ProcessVersion] = relationship()  # not joined: rows are locked FOR UPDATE
@@ -242,17 +252,28 @@ class PendingMessage(Base):
 
 
 class SlaClock(Base):
-    """One SLA clock of a ticket (first_response, next_response, resolution)."""
+    """One SLA clock of a ticket (first_response, next_response, resolution), in business time.
+
+    ``elapsed_seconds`` is the business time consumed before ``running_since``; a running clock
+    is due at ``calendar.add(running_since, target_seconds - elapsed_seconds)``. Pausing adds the
+    business time since ``running_since`` to ``elapsed_seconds``, so paused time is given back
+    and a new target (priority change) applies to what is left.
+    """
 
     __tablename__ = "sla_clock"
-    __table_args__ = (UniqueConstraint("ticket_id", "name"),)
+    __table_args__ = (UniqueConstraint("ticket_id", "name"), Index("ix_sla_clock_report", "state", "due_at"))
     id: Mapped[int] = mapped_column(primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
     name: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16))  # running | paused | met | breached | stopped
+    policy: Mapped[str] = mapped_column(String(64), default="")
+    calendar: Mapped[str] = mapped_column(String(64), default="")
     target_seconds: Mapped[int]
+    elapsed_seconds: Mapped[int] = mapped_column(default=0)
+    running_since: Mapped[datetime | None]
     started_at: Mapped[datetime]
     paused_at: Mapped[datetime | None]
-    paused_seconds: Mapped[int] = mapped_column(default=0)
+    paused_seconds: Mapped[int] = mapped_column(default=0)  # wall-clock time spent paused
     due_at: Mapped[datetime | None]
+    breached_at: Mapped[datetime | None]
     stopped_at: Mapped[datetime | None]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -19,24 +19,17 @@ from sqlalchemy.orm import Session
 from engine.lint import lane_slug
 from engine.validate import Vocabulary
 
-from . import audit
-from .models import Group, OutboxMessage, SlaClock, Ticket, User
+from . import audit, sla
+from .calendars import BusinessCalendar
+from .models import Group, HumanTask, OutboxMessage, SlaClock, Ticket, User
 from .settings import Settings
 
 STATUSES = ("new", "open", "waiting_on_customer", "escalated", "resolved", "closed")
-PRIORITIES = ("P1", "P2", "P3", "P4")
-SLA_CLOCKS = ("first_response", "next_response", "resolution")
+PRIORITIES = sla.PRIORITIES
+SLA_CLOCKS = sla.CLOCKS
 CUSTOMER_TEMPLATES = ("acknowledgement", "agent_reply", "reminder", "auto_closed", "resolved")
 AGENT_TEMPLATES = ("first_response_due", "sla_warning", "escalated", "assigned")
 MESSAGES = ("customer_replied", "agent_replied", "ticket_updated")
-
-#: Wall-clock targets per clock and priority, in hours. The SLA issue replaces these with
-#: policies on business calendars; the diagram contract (``sla_due(clock)``) stays the same.
-SLA_TARGET_HOURS: dict[str, dict[str, int]] = {
-    "first_response": {"P1": 1, "P2": 4, "P3": 8, "P4": 24},
-    "next_response": {"P1": 2, "P2": 8, "P3": 24, "P4": 48},
-    "resolution": {"P1": 8, "P2": 24, "P3": 72, "P4": 120},
-}
 
 
 def group_slug(lane: str, lane_groups: Mapping[str, str] | None = None) -> str:
@@ -75,6 +68,8 @@ class DeskOperations:
         "stop_sla",
         "close",
         "sla_due",
+        "notify_lead",
+        "notify_assignee",
     )
 
     def __init__(
@@ -96,6 +91,10 @@ class DeskOperations:
         # query between ORM writes forces a flush (measured: half the cost of opening a ticket).
         self._clock_rows: dict[str, SlaClock] | None = {} if new else None  # a new ticket has none
         self._groups: dict[str, Group | None] = {}
+        self._policy: sla.Policy | None = None
+        #: Set when a clock started, paused, resumed, stopped or got a new target during this
+        #: event: timers armed with ``sla_due(...)`` are then re-evaluated before saving.
+        self.sla_changed = False
 
     def functions(self) -> dict[str, Callable[..., Any]]:
         return {name: getattr(self, name) for name in self.NAMES}
@@ -115,13 +114,19 @@ class DeskOperations:
     def set_status(self, status: str) -> None:
         """Set the status agents and customers see."""
         status = _choice("status", status, STATUSES)
-        if status != self.ticket.status:
-            self._audit(
-                "status_changed", f"{self.ticket.status} → {status}", old=self.ticket.status, new=status
-            )
+        old = self.ticket.status
+        if status != old:
+            self._audit("status_changed", f"{old} → {status}", old=old, new=status)
             self.ticket.status = status
             self.ticket.closed_at = self.now if status == "closed" else None
             self.ticket.updated_at = self.now
+            pausing = self.policy().pause_on
+            if status in pausing and old not in pausing:
+                for row in self._clocks():
+                    self._pause(row, f"status {status}")
+            elif old in pausing and status not in pausing:
+                for row in self._clocks():
+                    self._resume(row, f"status {status}")
 
     def set_priority(self, priority: str) -> None:
         """Set the priority; running SLA clocks are re-targeted, paused time kept."""
@@ -134,9 +139,10 @@ class DeskOperations:
                 new=priority,
             )
             self.ticket.priority = priority
-            for clock in self._clocks():
-                clock.target_seconds = SLA_TARGET_HOURS[clock.name][priority] * 3600
-                _refresh_due(clock)
+            for row in self._clocks():
+                sla.retarget(row, self._calendar(row), self.policy().target(row.name, priority))
+                self.sla_changed = True
+                self._audit_clock("sla_retargeted", row, f"{row.name} target for {priority}")
 
     def set_category(self, category: str) -> None:
         """Record the ticket's category (question, incident, request, wish, ...)."""
@@ -163,8 +169,10 @@ class DeskOperations:
     def close(self, reason: str = "") -> None:
         """Close the ticket for good."""
         reason = _text("reason", reason)
-        for clock in self._clocks():
-            self._stop(clock, "stopped")
+        for row in self._clocks():
+            row.state, row.stopped_at, row.due_at = "stopped", self.now, None
+            self.sla_changed = True
+            self._audit("sla_stopped", row.name, clock=row.name)
         self.set_status("closed")
         if reason:
             self._audit("closed", reason, reason=reason)
@@ -185,6 +193,36 @@ class DeskOperations:
         if not members:
             self._audit("notification_skipped", f"group {found.slug} has no members", template=template)
 
+    def notify_lead(self, group: str, template: str) -> None:
+        """Queue ``template`` to the lead of ``group`` (to every member when it has none)."""
+        template = _choice("template", template, AGENT_TEMPLATES)
+        found = self._group(group)
+        lead = self.session.get(User, found.lead_id) if found.lead_id is not None else None
+        if lead is None:
+            self._audit("notification_fallback", f"group {found.slug} has no lead; notifying members")
+            self.notify(found.slug, template)
+        else:
+            self._queue("agent_notification", template, lead.email)
+
+    def notify_assignee(self, template: str) -> None:
+        """Queue ``template`` to whoever holds the ticket's open tasks (else its group)."""
+        template = _choice("template", template, AGENT_TEMPLATES)
+        holders = self.session.scalars(
+            select(User)
+            .join(HumanTask, HumanTask.assignee_id == User.id)
+            .where(HumanTask.ticket_id == self.ticket.id, HumanTask.state == "open")
+            .distinct()
+        ).all()
+        if not holders and self.ticket.assignee_id is not None:
+            holders = [self.session.get_one(User, self.ticket.assignee_id)]
+        for holder in holders:
+            self._queue("agent_notification", template, holder.email)
+        if not holders:
+            if self.ticket.group is None:
+                self._audit("notification_skipped", "nobody holds the ticket", template=template)
+            else:
+                self.notify(self.ticket.group.slug, template)
+
     def _queue(self, kind: str, template: str, recipient: str) -> None:
         message_id = f"<{uuid.uuid4().hex}.ticket{self.ticket.number}@{self.settings.mail_domain}>"
         self.session.add(
@@ -201,59 +239,110 @@ class DeskOperations:
         )
         self._audit("mail_queued", f"{template} to {recipient}", template=template, recipient=recipient)
 
-    # -- SLA clocks ----------------------------------------------------------------------
+    # -- SLA clocks (business time: workflows/sla.py) --------------------------------------
     def start_sla(self, clock: str) -> None:
-        """Start (or restart) SLA clock ``clock`` now."""
+        """Start (or restart) SLA clock ``clock`` now, on the ticket's policy and calendar."""
         name = _choice("clock", clock, SLA_CLOCKS)
         row = self._clock(name)
         if row is None:
             row = SlaClock(ticket_id=self.ticket.id, name=name)
             self._all_clocks()[name] = row
-        row.state, row.started_at, row.paused_at, row.paused_seconds, row.stopped_at = (
-            "running",
-            self.now,
-            None,
-            0,
-            None,
+            self.session.add(row)
+        policy = self.policy()
+        calendar = self._config().calendar_for(self.ticket, policy)
+        sla.start(
+            row,
+            policy=policy,
+            calendar=calendar,
+            target=policy.target(name, self.ticket.priority),
+            now=self.now,
         )
-        row.target_seconds = SLA_TARGET_HOURS[name][self.ticket.priority] * 3600
-        _refresh_due(row)
-        self.session.add(row)
-        self._audit("sla_started", f"{name} due {row.due_at.isoformat() if row.due_at else '-'}", clock=name)
+        self.sla_changed = True
+        self._audit_clock("sla_started", row, f"{name} started")
+        if self.ticket.status in policy.pause_on:
+            self._pause(row, f"status {self.ticket.status}")
 
     def pause_sla(self, clock: str) -> None:
-        """Pause a running clock (time waiting on the customer is given back)."""
-        row = self._require_clock(clock)
-        if row.state == "running":
-            row.state, row.paused_at, row.due_at = "paused", self.now, None
-            self._audit("sla_paused", row.name, clock=row.name)
+        """Pause a running clock (the business time until it resumes is given back)."""
+        self._pause(self._require_clock(clock), "paused by the diagram")
 
     def resume_sla(self, clock: str) -> None:
-        """Resume a paused clock; its due time moves by the paused time."""
-        row = self._require_clock(clock)
-        if row.state == "paused" and row.paused_at is not None:
-            row.paused_seconds += int((self.now - row.paused_at).total_seconds())
-            row.state, row.paused_at = "running", None
-            _refresh_due(row)
-            self._audit("sla_resumed", row.name, clock=row.name)
+        """Resume a paused clock; its due time moves by the business time it was paused."""
+        self._resume(self._require_clock(clock), "resumed by the diagram")
 
     def stop_sla(self, clock: str) -> None:
-        """Stop a clock: *met* when stopped before its due time, else *breached*."""
-        row = self._require_clock(clock)
-        if row.state in ("running", "paused"):
-            met = row.due_at is None or self.now <= row.due_at
-            self._stop(row, "met" if met else "breached")
+        """Stop a clock: *met* when stopped before its due time, else *breached* (no-op if not running)."""
+        row = self._clock(_choice("clock", clock, SLA_CLOCKS))
+        if row is not None and row.state in ("running", "paused"):
+            due_at = row.due_at
+            state = sla.stop(row, self.now)
+            self.sla_changed = True
+            self._audit(f"sla_{state}", row.name, clock=row.name, due=due_at.isoformat() if due_at else None)
 
-    def sla_due(self, clock: str) -> datetime:
-        """When running clock ``clock`` falls due (aware); for timer expressions."""
-        row = self._require_clock(clock)
-        if row.due_at is None:
-            raise ValueError(f"SLA clock {row.name} is {row.state}; it has no due time")
-        return row.due_at
+    def sla_due(self, clock: str, percent: float = 100) -> datetime:
+        """When ``percent`` % of running clock ``clock``'s target is used up (aware); for timers.
 
-    def _stop(self, row: SlaClock, state: str) -> None:
-        row.state, row.stopped_at = state, self.now
-        self._audit(f"sla_{state}", row.name, clock=row.name)
+        A paused or stopped clock is never due (year 9999): a timer armed on it waits until the
+        clock runs again, and is then re-timed.
+        """
+        row = self._require_clock(clock)
+        if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 < percent <= 1000:
+            raise ValueError(f"percent must be a number between 0 and 1000; got {percent!r}")
+        return sla.due(row, self._calendar(row), percent)
+
+    def clock_facts(self, clock: str, percent: float = 100) -> dict[str, Any]:
+        """Policy, calendar and due time of ``clock``: what the timeline shows when a timer fires."""
+        row = self._clock(clock)
+        if row is None:
+            return {"clock": clock}
+        due_at = sla.due(row, self._calendar(row), percent)
+        return {
+            "clock": clock,
+            "percent": percent,
+            "policy": row.policy,
+            "calendar": self._calendar(row).describe(),
+            "due": None if due_at == sla.NEVER else due_at.isoformat(),
+            "state": row.state,
+        }
+
+    def _pause(self, row: SlaClock, why: str) -> None:
+        if sla.pause(row, self._calendar(row), self.now):
+            self.sla_changed = True
+            self._audit(
+                "sla_paused", f"{row.name} paused ({why})", clock=row.name, elapsed=row.elapsed_seconds
+            )
+
+    def _resume(self, row: SlaClock, why: str) -> None:
+        if sla.resume(row, self._calendar(row), self.now):
+            self.sla_changed = True
+            self._audit_clock("sla_resumed", row, f"{row.name} resumed ({why})")
+
+    def _audit_clock(self, action: str, row: SlaClock, what: str) -> None:
+        calendar = self._calendar(row)
+        due_at = row.due_at
+        when = due_at.astimezone(calendar.timezone).strftime("%a %Y-%m-%d %H:%M %Z") if due_at else "-"
+        self._audit(
+            action,
+            f"{what}: due {when} (policy {row.policy}, calendar {calendar.describe()})",
+            clock=row.name,
+            policy=row.policy,
+            calendar=calendar.name,
+            target_seconds=row.target_seconds,
+            elapsed_seconds=row.elapsed_seconds,
+            due=due_at.isoformat() if due_at else None,
+        )
+
+    def policy(self) -> sla.Policy:
+        """The SLA policy of this ticket (looked up once per event)."""
+        if self._policy is None:
+            self._policy = self._config().policy_for(self.ticket)
+        return self._policy
+
+    def _config(self) -> sla.SlaConfig:
+        return sla.load_sla_config(self.settings)
+
+    def _calendar(self, row: SlaClock) -> BusinessCalendar:
+        return self._config().calendar(row.calendar, self.policy().calendar)
 
     # -- lookups -------------------------------------------------------------------------
     def _all_clocks(self) -> dict[str, SlaClock]:
@@ -287,11 +376,6 @@ class DeskOperations:
         return self._groups[slug]
 
 
-def _refresh_due(clock: SlaClock) -> None:
-    if clock.state == "running":
-        clock.due_at = clock.started_at + timedelta(seconds=clock.target_seconds + clock.paused_seconds)
-
-
 def vocabulary(session: Session, settings: Settings) -> Vocabulary:
     """What deploy-time validation accepts: operations, literal choices, lanes, messages."""
     return _vocabulary_for(frozenset(session.scalars(select(Group.slug))), settings.lane_groups)
@@ -322,6 +406,9 @@ def _vocabulary_for(groups: frozenset[str], lane_groups: dict[str, str]) -> Voca
         ("escalate", "group"): groups,
         ("notify", "group"): groups,
         ("notify", "template"): frozenset(AGENT_TEMPLATES),
+        ("notify_lead", "group"): groups,
+        ("notify_lead", "template"): frozenset(AGENT_TEMPLATES),
+        ("notify_assignee", "template"): frozenset(AGENT_TEMPLATES),
         **{(op, "clock"): frozenset(SLA_CLOCKS) for op in clock_ops},
     }
     return Vocabulary(

@@ -64,6 +64,9 @@ def _domain(env: Mapping[str, str], name: str) -> str:
     return raw.lower()
 
 
+_BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "sqla+sqlite", "sqla+postgresql", "sqla+postgresql+psycopg")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, with defaults that make ``lanedesk run`` work unconfigured."""
@@ -77,6 +80,15 @@ class Settings:
     max_upload_bytes: int = 5 * 1024 * 1024
     mail_domain: str = "lanedesk.localhost"
     bpmn_dir: Path = Path(__file__).resolve().parents[1] / "bpmn"
+    sla_config: Path | None = None
+    broker_url: str = ""
+    timer_scan_seconds: int = 2
+    worker_concurrency: int = 2
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True for the server-less default broker (kombu's SQLAlchemy transport on SQLite)."""
+        return self.broker_url.startswith("sqla+sqlite")
 
     @property
     def zone(self) -> ZoneInfo:
@@ -104,6 +116,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     echo = (_raw(env, "LANEDESK_SQL_ECHO") or "0").lower()
     if echo not in {"0", "1", "true", "false"}:
         raise SettingsError(f"LANEDESK_SQL_ECHO: expected 0 or 1, got {echo!r}")
+    broker_url = _raw(env, "LANEDESK_BROKER_URL") or f"sqla+sqlite:///{data_dir / 'broker.db'}"
+    if broker_url.split("://", 1)[0] not in _BROKER_SCHEMES:
+        raise SettingsError(
+            f"LANEDESK_BROKER_URL: expected amqp://USER:PASSWORD@HOST:5672/VHOST or sqla+sqlite:///PATH, "
+            f"got {broker_url.split('://', 1)[0] + '://…'!r}"
+        )
+    sla_config = _raw(env, "LANEDESK_SLA_CONFIG")
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -114,4 +133,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_upload_bytes=_int(env, "LANEDESK_MAX_UPLOAD_BYTES", 5 * 1024 * 1024, minimum=1024),
         mail_domain=_domain(env, "LANEDESK_MAIL_DOMAIN"),
         bpmn_dir=Path(_raw(env, "LANEDESK_BPMN_DIR") or Settings.bpmn_dir),
+        sla_config=Path(sla_config) if sla_config else None,
+        broker_url=broker_url,
+        timer_scan_seconds=_int(env, "LANEDESK_TIMER_SCAN_SECONDS", 2, minimum=1),
+        worker_concurrency=_int(env, "LANEDESK_WORKER_CONCURRENCY", 2, minimum=1),
     )

@@ -26,6 +26,7 @@ from .models import (
     WorkflowInstance,
 )
 from .settings import Settings
+from .sla import PRIORITIES
 
 DEFAULT_PROCESS = "ticket_lifecycle"
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
@@ -60,15 +61,29 @@ def open_ticket(
     now: datetime,
     requester_name: str = "",
     process_id: str = DEFAULT_PROCESS,
+    priority: str = "P3",
+    mailbox: str | None = None,
 ) -> Ticket:
-    """Open a ticket and start its lifecycle; the one way every channel opens tickets."""
+    """Open a ticket and start its lifecycle; the one way every channel opens tickets.
+
+    ``priority`` is where the ticket starts (SLA targets follow it); ``mailbox`` is the address
+    it came in through (SLA policies and calendars may depend on it).
+    """
     subject = " ".join(subject.split())
     if not subject:
         raise InvalidInput("a ticket needs a subject")
+    if priority not in PRIORITIES:
+        raise InvalidInput(f"priority must be one of {', '.join(PRIORITIES)}; got {priority!r}")
     version = require_latest_version(session, process_id)
     customer = customer_for(session, requester, name=requester_name, now=now)
     ticket = Ticket(
-        subject=subject[:998], status="new", priority="P3", requester=customer, created_at=now, updated_at=now
+        subject=subject[:998],
+        status="new",
+        priority=priority,
+        requester=customer,
+        mailbox=mailbox.lower() if mailbox else None,
+        created_at=now,
+        updated_at=now,
     )
     session.add(ticket)
     session.flush()

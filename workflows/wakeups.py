@@ -1,13 +1,13 @@
-"""Waking instances whose timers are due: `lanedesk tick` and (later) Celery beat."""
+"""Waking instances whose timers are due: `lanedesk tick`, and Celery beat's scan (tasks/)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Table, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.errors import EngineError
@@ -29,22 +29,47 @@ class WakeReport:
     failed: dict[int, str] = field(default_factory=dict)
 
 
-def due_instance_ids(session: Session, now: datetime, limit: int = 500) -> list[int]:
-    """Ids of running instances whose next wake time has passed, most overdue first."""
-    query = (
-        select(WorkflowInstance.id)
-        .where(WorkflowInstance.status == "running", WorkflowInstance.next_wake_at <= now)
-        .order_by(WorkflowInstance.next_wake_at)
+#: How long a claimed instance is not handed out again (a worker that died mid-wake is retried after it).
+LEASE = timedelta(seconds=60)
+#: The longest back-off between retries of an instance that keeps failing outside the diagram.
+MAX_BACKOFF = timedelta(hours=1)
+
+
+def claim_due(session: Session, now: datetime, *, limit: int = 1000, lease: timedelta = LEASE) -> list[int]:
+    """Claim up to ``limit`` due instances, most overdue first, and return their ids.
+
+    One conditional UPDATE: running, due, and not claimed by an earlier scan whose lease is
+    still good; PostgreSQL skips rows another transaction holds (``FOR UPDATE SKIP LOCKED``), so
+    scans running side by side never hand out one instance twice. The cost is one range scan
+    of ``ix_workflow_instance_due`` over the due rows only, however many wait in the future.
+    """
+    table = WorkflowInstance.__table__
+    assert isinstance(table, Table)
+    due = (
+        select(table.c.id)
+        .where(
+            table.c.status == "running",
+            table.c.next_wake_at <= now,
+            or_(table.c.wake_claimed_until.is_(None), table.c.wake_claimed_until <= now),
+        )
+        .order_by(table.c.next_wake_at)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
-    return list(session.scalars(query))
+    claim = (
+        update(table)
+        .where(table.c.id.in_(due.scalar_subquery()))
+        .values(wake_claimed_until=now + lease)
+        .returning(table.c.id)
+    )
+    return sorted(session.execute(claim).scalars())
 
 
 def wake_instance(session: Session, settings: Settings, instance_id: int, *, now: datetime) -> bool:
     """Fire the due timers of one instance; False when it was not due (any more) or is busy.
 
-    Claims the row with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so many workers never fire
-    one instance twice; the due check is repeated under the lock for the same reason.
+    Locks the row with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and checks it is still due
+    under the lock, so a duplicate delivery or a second worker never fires a timer twice.
     """
     query = (
         select(WorkflowInstance)
@@ -52,7 +77,10 @@ def wake_instance(session: Session, settings: Settings, instance_id: int, *, now
         .execution_options(populate_existing=True)
     )
     row = session.scalar(query.with_for_update(skip_locked=True))
-    if row is None or row.status != "running" or row.next_wake_at is None or row.next_wake_at > now:
+    if row is None or row.status != "running":
+        return False
+    if row.next_wake_at is None or row.next_wake_at > now:
+        row.wake_claimed_until = None
         return False
 
     def action(instance: Instance, functions: Functions) -> tuple[None, list[Step]]:
@@ -62,36 +90,50 @@ def wake_instance(session: Session, settings: Settings, instance_id: int, *, now
     return True
 
 
-def wake_due_instances(
-    factory: sessionmaker[Session], settings: Settings, *, now: Callable[[], datetime], limit: int = 500
-) -> WakeReport:
-    """Wake every due instance once, each in its own transaction.
+def wake_or_record_failure(
+    factory: sessionmaker[Session], settings: Settings, instance_id: int, *, now: Callable[[], datetime]
+) -> bool:
+    """Wake one instance in its own transaction; failures are recorded, never raised.
 
     A timer whose script fails marks its instance *failed* with the reason (and an audit row)
-    instead of failing again every few seconds; the other instances go on.
+    instead of failing again every few seconds. Any other failure (a conflict, the database)
+    keeps the claim and lengthens it: the instance is retried after 1, 2, 4... minutes.
     """
+    try:
+        with unit_of_work(factory) as session:
+            return wake_instance(session, settings, instance_id, now=now())
+    except EngineError as exc:
+        log.warning("instance %s failed while waking: %s", instance_id, exc)
+        with unit_of_work(factory) as session:
+            row = session.get_one(WorkflowInstance, instance_id)
+            mark_failed(session, row, str(exc), now=now(), actor=audit.TIMER)
+        raise WakeFailed(str(exc)) from exc
+    except Exception as exc:
+        log.exception("instance %s could not be woken; will retry with back-off", instance_id)
+        with unit_of_work(factory) as session:
+            row = session.get_one(WorkflowInstance, instance_id)
+            row.wake_failures += 1
+            row.wake_claimed_until = now() + min(LEASE * 2 ** (row.wake_failures - 1), MAX_BACKOFF)
+        raise WakeFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+class WakeFailed(Exception):
+    """Waking an instance failed; the reason is recorded on it (failed, or retried later)."""
+
+
+def wake_due_instances(
+    factory: sessionmaker[Session], settings: Settings, *, now: Callable[[], datetime], limit: int = 1000
+) -> WakeReport:
+    """Claim every due instance and wake each once, in its own transaction (`lanedesk tick`)."""
     report = WakeReport()
     with unit_of_work(factory) as session:
-        ids = due_instance_ids(session, now(), limit)
+        ids = claim_due(session, now(), limit=limit)
     for instance_id in ids:
         try:
-            with unit_of_work(factory) as session:
-                if wake_instance(session, settings, instance_id, now=now()):
-                    report.woken.append(instance_id)
-        except EngineError as exc:
-            log.warning("instance %s failed while waking: %s", instance_id, exc)
+            if wake_or_record_failure(factory, settings, instance_id, now=now):
+                report.woken.append(instance_id)
+        except WakeFailed as exc:
             report.failed[instance_id] = str(exc)
-            with unit_of_work(factory) as session:
-                mark_failed(
-                    session,
-                    session.get_one(WorkflowInstance, instance_id),
-                    str(exc),
-                    now=now(),
-                    actor=audit.TIMER,
-                )
-        except Exception as exc:  # a conflict or a database hiccup: the next tick retries it
-            log.exception("instance %s could not be woken; will retry", instance_id)
-            report.failed[instance_id] = f"{type(exc).__name__}: {exc}"
     return report
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from tasks.cli import main
 from workflows.app import Desk
-from workflows.cli import main
 
 from ..conftest import REPO
 

@@ -1,0 +1,5 @@
+"""`python -m tasks ...` is `lanedesk ...` (how `lanedesk run` starts its worker and beat)."""
+
+from tasks.cli import main
+
+main()

@@ -1,0 +1,124 @@
+"""The processes of the command line: `lanedesk worker`, `lanedesk beat` and `lanedesk run`.
+
+This module is the entry point (``lanedesk = tasks.cli:main``): it adds the Celery processes
+to the commands of :mod:`workflows.cli`. The web UI's `lanedesk web` joins them here.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from workflows.cli import desk, main, prepare_desk
+
+from .celery_app import create_celery
+
+#: Loggers that write a line per task (a scan every few seconds): kept at WARNING unless DEBUG.
+CHATTY_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+
+#: How long `lanedesk run` waits for its processes to finish their current task on Ctrl-C.
+STOP_GRACE_SECONDS = 20.0
+
+
+@main.command("worker")
+@click.option(
+    "--concurrency", "-c", type=click.IntRange(min=1), help="Worker processes (LANEDESK_WORKER_CONCURRENCY)."
+)
+@click.option("--loglevel", "-l", default="INFO", show_default=True, help="Celery log level.")
+@click.option("--hostname", "-n", help="Node name (default: lanedesk@<host>).")
+@click.pass_context
+def worker(ctx: click.Context, concurrency: int | None, loglevel: str, hostname: str | None) -> None:
+    """Run a Celery worker: wakes due timers (and, later, sends and fetches mail)."""
+    settings = desk(ctx).settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_celery(settings)
+    argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency or settings.worker_concurrency}"]
+    argv.append(f"--hostname={hostname or 'lanedesk@%h'}")
+    if settings.embedded_broker:
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    _quiet(loglevel)
+    app.worker_main(argv)
+
+
+@main.command("beat")
+@click.option("--loglevel", "-l", default="INFO", show_default=True, help="Celery log level.")
+@click.pass_context
+def beat(ctx: click.Context, loglevel: str) -> None:
+    """Run Celery beat: the timer scan every few seconds. Run exactly one per desk."""
+    settings = desk(ctx).settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_celery(settings)
+    schedule = Path(settings.data_dir) / "celerybeat-schedule"
+    _quiet(loglevel)
+    app.Beat(schedule=str(schedule), loglevel=loglevel, quiet=True).run()
+
+
+@main.command("run")
+@click.option("--no-demo", is_flag=True, help="Do not add demo users and tickets to an empty desk.")
+@click.option("--once", is_flag=True, help="Prepare the desk and exit instead of starting the processes.")
+@click.pass_context
+def run(ctx: click.Context, no_demo: bool, once: bool) -> None:
+    """All-in-one for a laptop: migrate, deploy, demo data, then a worker and beat until Ctrl-C."""
+    d = desk(ctx)
+    prepare_desk(d, demo=not no_demo)
+    if once:
+        return
+    where = (
+        "embedded broker" if d.settings.embedded_broker else "broker " + d.settings.broker_url.split("@")[-1]
+    )
+    click.echo(
+        f"Starting a worker and beat ({where}); timers are scanned every "
+        f"{d.settings.timer_scan_seconds} s. Ctrl-C stops."
+    )
+    supervise([[sys.executable, "-m", "tasks", "worker"], [sys.executable, "-m", "tasks", "beat"]])
+    click.echo("stopped")
+
+
+def _quiet(loglevel: str) -> None:
+    if loglevel.upper() != "DEBUG":
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def supervise(commands: list[list[str]], *, grace: float = STOP_GRACE_SECONDS) -> int:
+    """Run ``commands`` side by side until one exits or we are told to stop; then stop them all.
+
+    Ctrl-C in a terminal reaches every process of the group; SIGTERM (from a service manager)
+    reaches only us, so it is passed on. Returns the first non-zero exit code, else 0.
+    """
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    processes = [subprocess.Popen(command) for command in commands]
+    try:
+        while not stopping and all(p.poll() is None for p in processes):
+            time.sleep(0.2)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in processes:
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                logging.getLogger(__name__).warning(
+                    "process %s did not stop in time; killing it", process.args
+                )
+                process.kill()
+                process.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    codes = [p.returncode for p in processes]
+    return next((c for c in codes if c not in (0, -signal.SIGTERM)), 0)

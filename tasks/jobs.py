@@ -1,0 +1,91 @@
+"""The desk's Celery tasks: thin, id-only, safe to run twice. The work lives in workflows/."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import sqlalchemy
+from celery import Task, shared_task
+from sqlalchemy.exc import OperationalError
+
+from workflows.app import Desk, build_desk
+from workflows.settings import Settings
+from workflows.wakeups import WakeFailed, claim_due, wake_or_record_failure
+
+log = logging.getLogger(__name__)
+
+#: Due instances one scan hands out; the rest wait for the next scan, seconds later.
+SCAN_LIMIT = 5000
+
+_desks: dict[tuple[int, int], Desk] = {}
+
+
+def desk_for(task: Task) -> Desk:
+    """The desk of this worker process (built after the fork: pools must not cross it)."""
+    settings: Settings = task.app.conf.lanedesk_settings
+    key = (os.getpid(), id(settings))
+    if key not in _desks:
+        _desks[key] = build_desk(settings)
+    return _desks[key]
+
+
+@shared_task(
+    name="lanedesk.scan_due_timers",
+    bind=True,
+    acks_late=False,  # a lost scan is replaced by the next one seconds later
+    ignore_result=True,
+)
+def scan_due_timers(self: Task) -> int:
+    """Claim every due instance and queue one wake per instance (beat, every few seconds)."""
+    desk = desk_for(self)
+    with desk.unit_of_work() as session:
+        ids = claim_due(session, desk.clock(), limit=SCAN_LIMIT)
+    if ids:
+        with self.app.producer_or_acquire() as producer:
+            for instance_id in ids:
+                wake_instance.apply_async((instance_id,), producer=producer)
+        log.info("scan: %d due instance(s) handed out", len(ids))
+    return len(ids)
+
+
+@shared_task(
+    name="lanedesk.wake_instance",
+    bind=True,
+    acks_late=True,  # idempotent: a second run finds the instance no longer due
+    ignore_result=True,
+    autoretry_for=(OperationalError,),  # the database itself is away (recording failed too)
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=8,
+)
+def wake_instance(self: Task, instance_id: int) -> bool:
+    """Fire the due timers of one instance (claimed by a scan)."""
+    desk = desk_for(self)
+    try:
+        return wake_or_record_failure(desk.sessions, desk.settings, instance_id, now=desk.clock)
+    except WakeFailed:
+        return False  # recorded on the instance: failed, or retried after its back-off
+
+
+@shared_task(name="lanedesk.purge_broker", bind=True, acks_late=False, ignore_result=True)
+def purge_broker(self: Task) -> int:
+    """Delete messages the embedded broker delivered (kombu only marks them invisible)."""
+    settings: Settings = self.app.conf.lanedesk_settings
+    if not settings.embedded_broker:
+        return 0
+    return purge_delivered(settings.broker_url)
+
+
+def purge_delivered(broker_url: str) -> int:
+    """Delete delivered messages from a kombu SQLAlchemy-transport database; how many went."""
+    engine = sqlalchemy.create_engine(broker_url.removeprefix("sqla+"), connect_args={"timeout": 30})
+    try:
+        with engine.begin() as conn:
+            if not sqlalchemy.inspect(conn).has_table("kombu_message"):
+                return 0
+            result = conn.execute(sqlalchemy.text("DELETE FROM kombu_message WHERE visible = 0"))
+            return int(result.rowcount or 0)
+    finally:
+        engine.dispose()

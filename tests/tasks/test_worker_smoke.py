@@ -1,0 +1,159 @@
+"""Real Celery processes: a worker and beat on RabbitMQ and on the embedded broker, and `lanedesk run`.
+
+A ticket is opened three days in the past, so its first-response reminder is overdue when the
+processes start (as after an outage); the test waits (polling the database, with a deadline)
+until beat's scan has handed it to the worker and the timer has fired, exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kombu import Connection
+from sqlalchemy import func, select
+
+from tasks.celery_app import QUEUE
+from workflows.app import Desk
+from workflows.models import AuditEvent, WorkflowInstance
+
+from ..workflows.helpers import new_ticket
+
+REPO = Path(__file__).resolve().parents[2]
+RABBITMQ_URL = os.environ.get("LANEDESK_TEST_BROKER_URL", "")
+DEADLINE_SECONDS = 90.0
+
+
+def _overdue_ticket(desk: Desk) -> int:
+    with desk.unit_of_work() as session:
+        ticket = new_ticket(session, desk.settings, datetime.now(UTC) - timedelta(days=3))
+        return ticket.id
+
+
+def _fired(desk: Desk, ticket_id: int) -> int:
+    with desk.unit_of_work(readonly=True) as session:
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(AuditEvent)
+                .where(AuditEvent.ticket_id == ticket_id, AuditEvent.action == "timer_fired")
+            )
+            or 0
+        )
+
+
+def _settled(desk: Desk, ticket_id: int) -> bool:
+    with desk.unit_of_work(readonly=True) as session:
+        row = session.scalar(select(WorkflowInstance).where(WorkflowInstance.ticket_id == ticket_id))
+        assert row is not None
+        return row.next_wake_at is None and row.wake_claimed_until is None
+
+
+def _wait_for(condition: Callable[[], bool], what: str, processes: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not condition():
+        for process in processes:
+            assert process.poll() is None, f"{process.args} exited with {process.returncode} before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {DEADLINE_SECONDS:g} s"
+        time.sleep(0.2)  # polling another process's progress, not waiting for a timer
+
+
+def _env(desk: Desk, broker_url: str, data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LANEDESK_")}
+    env.update(
+        LANEDESK_DATABASE_URL=desk.settings.database_url,
+        LANEDESK_DATA_DIR=str(data_dir),
+        LANEDESK_BROKER_URL=broker_url,
+        LANEDESK_TIMER_SCAN_SECONDS="1",
+        LANEDESK_WORKER_CONCURRENCY="2",
+    )
+    return env
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with (tmp_path / f"{args[0]}-{len(started)}.log").open("wb") as log:
+            command = [sys.executable, "-m", "tasks", *args]
+            process = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=log)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    for log in sorted(tmp_path.glob("*.log")):  # shown by pytest when the test failed
+        print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
+
+
+def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    process.send_signal(sig)
+    return process.wait(timeout=60)
+
+
+def _worker_and_beat_fire_an_overdue_timer_once(
+    desk: Desk, broker_url: str, tmp_path: Path, start: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    ticket_id = _overdue_ticket(desk)
+    env = _env(desk, broker_url, tmp_path)
+    running = [start("worker", env=env), start("beat", env=env)]
+    _wait_for(lambda: _fired(desk, ticket_id) >= 1 and _settled(desk, ticket_id), "timer firing", running)
+    assert _fired(desk, ticket_id) == 1
+    assert [_stop(p) for p in running] == [0, 0]
+
+
+@pytest.mark.skipif(not RABBITMQ_URL, reason="set LANEDESK_TEST_BROKER_URL (amqp://...) to run on RabbitMQ")
+def test_a_real_worker_on_rabbitmq_fires_an_overdue_timer_once(
+    desk: Desk, tmp_path: Path, processes: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    with Connection(RABBITMQ_URL, connect_timeout=5) as connection:  # messages left by earlier runs
+        connection.channel().queue_delete(QUEUE)  # the worker declares it again
+    _worker_and_beat_fire_an_overdue_timer_once(desk, RABBITMQ_URL, tmp_path, processes)
+
+
+def test_a_real_worker_on_the_embedded_broker_fires_an_overdue_timer_once(
+    desk: Desk, tmp_path: Path, processes: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    _worker_and_beat_fire_an_overdue_timer_once(desk, broker, tmp_path, processes)
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
+def test_lanedesk_run_starts_worker_and_beat_and_stops_them_on_ctrl_c(
+    desk: Desk, tmp_path: Path, processes: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    ticket_id = _overdue_ticket(desk)
+    env = _env(desk, f"sqla+sqlite:///{tmp_path / 'broker.db'}", tmp_path)
+    run = processes("run", "--no-demo", env=env)
+    _wait_for(lambda: _fired(desk, ticket_id) == 1 and _settled(desk, ticket_id), "timer firing", [run])
+    children = _children(run.pid)
+    assert len(children) == 2  # the worker and beat
+    assert _stop(run, signal.SIGINT) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children), (
+        "worker or beat outlived `lanedesk run`"
+    )
+    assert "stopped" in (tmp_path / "run-0.log").read_text()

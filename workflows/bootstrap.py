@@ -17,12 +17,13 @@ from .users import add_user, ensure_default_groups
 
 log = logging.getLogger(__name__)
 
+#: (email, role, groups, groups led, name): Lukas leads Tiers 1 and 2, Eva Tier 3 and engineering.
 DEMO_USERS = [
-    ("triage@demo.lanedesk", "agent", ["tier-1"], "Tereza Triage"),
-    ("lead@demo.lanedesk", "agent", ["tier-1", "tier-2"], "Lukas Lead"),
-    ("expert@demo.lanedesk", "agent", ["tier-3", "engineering"], "Eva Expert"),
-    ("owner@demo.lanedesk", "owner", [], "Oskar Owner"),
-    ("admin@demo.lanedesk", "admin", [], "Ada Admin"),
+    ("triage@demo.lanedesk", "agent", ["tier-1"], [], "Tereza Triage"),
+    ("lead@demo.lanedesk", "agent", [], ["tier-1", "tier-2"], "Lukas Lead"),
+    ("expert@demo.lanedesk", "agent", [], ["tier-3", "engineering"], "Eva Expert"),
+    ("owner@demo.lanedesk", "owner", [], [], "Oskar Owner"),
+    ("admin@demo.lanedesk", "admin", [], [], "Ada Admin"),
 ]
 DEMO_TICKETS = [
     (
@@ -79,8 +80,8 @@ def prepare(desk: Desk, *, demo: bool = True) -> Prepared:
         )
         if demo and empty:
             now = desk.clock()
-            for email, role, groups, name in DEMO_USERS:
-                add_user(session, email=email, role=role, groups=groups, name=name, now=now)
+            for email, role, groups, leads, name in DEMO_USERS:
+                add_user(session, email=email, role=role, groups=groups, name=name, now=now, lead_of=leads)
             for sender, subject, body in DEMO_TICKETS:
                 ticket = open_ticket(
                     session, desk.settings, requester=sender, subject=subject, body=body, now=now

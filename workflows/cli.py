@@ -20,7 +20,15 @@ from .definitions import deploy_definition, validate_definition
 from .errors import DeskError
 from .output import dump_json, print_tasks, print_ticket, task_dict, ticket_dict
 from .settings import SettingsError
-from .tickets import add_customer_reply, get_ticket, instance_of, open_ticket, reference, ticket_view
+from .tickets import (
+    add_customer_reply,
+    change_priority,
+    get_ticket,
+    instance_of,
+    open_ticket,
+    reference,
+    ticket_view,
+)
 from .users import add_user, get_user
 from .wakeups import retry_instance, wake_due_instances
 from .worklist import complete_task, list_tasks
@@ -152,14 +160,29 @@ def user() -> None:
 @click.argument("email")
 @click.option("--role", type=click.Choice(["agent", "owner", "admin"]), required=True)
 @click.option("--group", "groups", multiple=True, help="Agent group slug (repeatable), e.g. tier-1.")
+@click.option(
+    "--lead-of", "lead_of", multiple=True, help="Group this user leads (repeatable; told of escalations)."
+)
 @click.option("--name", default="", help="Display name.")
 @click.pass_context
-def user_add(ctx: click.Context, email: str, role: str, groups: tuple[str, ...], name: str) -> None:
+def user_add(
+    ctx: click.Context, email: str, role: str, groups: tuple[str, ...], lead_of: tuple[str, ...], name: str
+) -> None:
     """Create a user."""
     d = desk(ctx)
     with d.unit_of_work() as session:
-        created = add_user(session, email=email, role=role, groups=list(groups), name=name, now=d.clock())
-        click.echo(f"added {created.email} ({role}{': ' + ', '.join(groups) if groups else ''})")
+        created = add_user(
+            session,
+            email=email,
+            role=role,
+            groups=list(groups),
+            name=name,
+            now=d.clock(),
+            lead_of=list(lead_of),
+        )
+        member = sorted({g.slug for g in created.groups})
+        led = f"; leads {', '.join(lead_of)}" if lead_of else ""
+        click.echo(f"added {created.email} ({role}{': ' + ', '.join(member) if member else ''}{led})")
 
 
 @main.group()
@@ -249,6 +272,27 @@ def task_complete(ctx: click.Context, task_id: str, as_email: str, data: str) ->
             session, d.settings, task_id=task_id, user=get_user(session, as_email), data=values, now=d.clock()
         )
         click.echo(f"completed “{done.name}”")
+
+
+@ticket.command("priority")
+@click.argument("ticket_id")
+@click.argument("priority", type=click.Choice(["P1", "P2", "P3", "P4"]))
+@click.option("--as", "as_email", required=True, help="The agent making the change.")
+@click.pass_context
+def ticket_priority(ctx: click.Context, ticket_id: str, priority: str, as_email: str) -> None:
+    """Change a ticket's priority; its SLA due times are recomputed (paused time kept)."""
+    d = desk(ctx)
+    with d.unit_of_work() as session:
+        user = get_user(session, as_email)
+        change_priority(
+            session,
+            d.settings,
+            get_ticket(session, d.settings, ticket_id),
+            priority,
+            user=user,
+            now=d.clock(),
+        )
+    click.echo(f"{ticket_id}: priority {priority}")
 
 
 @ticket.command("retry")

@@ -155,14 +155,14 @@ class DeskOperations:
         """Make ``group`` the ticket's owning group."""
         found = self._group(group)
         self._audit("group_assigned", found.slug, group=found.slug)
-        self.ticket.group_id = found.id
+        self.ticket.group = found
 
     def escalate(self, group: str, reason: str = "") -> None:
         """Hand the ticket to ``group`` with status *escalated*; the reason goes on the timeline."""
         reason = _text("reason", reason)
         found = self._group(group)
         self._audit("escalated", f"to {found.slug}: {reason}".strip(": "), group=found.slug, reason=reason)
-        self.ticket.group_id = found.id
+        self.ticket.group = found
         self.ticket.assignee_id = None
         self.set_status("escalated")
 

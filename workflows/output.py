@@ -67,7 +67,18 @@ def ticket_dict(view: TicketView) -> dict[str, Any]:
             for task in view.open_tasks
         ],
         "sla": [
-            {"clock": c.name, "state": c.state, "due_at": _iso(c.due_at), "started_at": _iso(c.started_at)}
+            {
+                "clock": c.name,
+                "state": c.state,
+                "policy": c.policy,
+                "calendar": c.calendar,
+                "target_seconds": c.target_seconds,
+                "elapsed_seconds": c.elapsed_seconds,
+                "due_at": _iso(c.due_at),
+                "started_at": _iso(c.started_at),
+                "breached_at": _iso(c.breached_at),
+                "stopped_at": _iso(c.stopped_at),
+            }
             for c in view.sla
         ],
         "conversation": [
@@ -110,7 +121,11 @@ def print_ticket(view: TicketView, zone: ZoneInfo) -> None:
     if view.sla:
         click.echo("SLA clocks:")
         for c in view.sla:
-            click.echo(f"  {c.name}: {c.state}, due {_local(c.due_at, zone)}")
+            target = f"{c.target_seconds // 3600}h{c.target_seconds % 3600 // 60:02d}"
+            click.echo(
+                f"  {c.name}: {c.state}, due {_local(c.due_at, zone)} "
+                f"(target {target} business time, policy {c.policy}, calendar {c.calendar})"
+            )
     click.echo("Timeline:")
     for e in view.timeline:
         click.echo(f"  {_local(e.created_at, zone)}  {e.actor:<28} {e.action:<18} {e.detail}")

@@ -10,10 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.errors import EngineError
+from engine.runtime import Functions, Instance, Step
 
 from . import audit
 from .definitions import require_latest_version
-from .errors import InvalidInput, NotFound, PermissionDenied
+from .errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from .instances import advance, buffer_message, lock_instance, mark_failed, start_instance
 from .models import (
     TICKET_NUMBER_OFFSET,
@@ -23,6 +24,7 @@ from .models import (
     HumanTask,
     SlaClock,
     Ticket,
+    User,
     WorkflowInstance,
 )
 from .settings import Settings
@@ -133,6 +135,27 @@ def instance_of(session: Session, ticket: Ticket) -> WorkflowInstance:
     if row is None:
         raise NotFound(f"ticket {ticket.id} has no workflow instance")
     return row
+
+
+def change_priority(
+    session: Session, settings: Settings, ticket: Ticket, priority: str, *, user: User, now: datetime
+) -> None:
+    """An agent sets the priority: running clocks get the new targets, paused time is kept, and
+    timers armed with ``sla_due(...)`` move with them (through the instance, one event at a time).
+    """
+    if priority not in PRIORITIES:
+        raise InvalidInput(f"priority must be one of {', '.join(PRIORITIES)}; got {priority!r}")
+    row = lock_instance(session, instance_of(session, ticket).id)
+    if row.status != "running":
+        raise Conflict(
+            f"ticket {reference(settings, ticket)} is {row.status}; its priority no longer matters"
+        )
+
+    def action(instance: Instance, functions: Functions) -> tuple[None, list[Step]]:
+        functions["set_priority"](priority)
+        return None, []
+
+    advance(session, settings, row, action, now=now, actor=audit.actor_of(user))
 
 
 def add_customer_reply(

@@ -26,11 +26,24 @@ def ensure_default_groups(session: Session) -> list[Group]:
 
 
 def add_user(
-    session: Session, *, email: str, role: str, groups: list[str], name: str = "", now: datetime
+    session: Session,
+    *,
+    email: str,
+    role: str,
+    groups: list[str],
+    name: str = "",
+    now: datetime,
+    lead_of: list[str] | None = None,
 ) -> User:
-    """Create a user in ``groups``; refuses unknown roles, unknown groups and duplicates."""
+    """Create a user in ``groups`` (and lead of ``lead_of``, which makes them a member too).
+
+    Refuses unknown roles, unknown groups and duplicates. A group's lead is told when a ticket
+    is escalated into it; a new lead replaces the old one.
+    """
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+    lead_of = list(lead_of or [])
+    groups = sorted(set(groups) | set(lead_of))
     address = normalise_email(email)
     if session.scalar(select(User).where(User.email == address)) is not None:
         raise Conflict(f"a user {address} already exists")
@@ -42,6 +55,9 @@ def add_user(
     user = User(email=address, name=name or address.split("@")[0], role=role, groups=found, created_at=now)
     session.add(user)
     session.flush()
+    for group in found:
+        if group.slug in lead_of:
+            group.lead_id = user.id
     audit.record(
         session,
         ticket_id=None,
@@ -49,7 +65,7 @@ def add_user(
         action="user_added",
         now=now,
         detail=f"{address} as {role}",
-        data={"groups": sorted(groups)},
+        data={"groups": sorted(groups), "lead_of": sorted(lead_of)},
     )
     return user
 

@@ -22,6 +22,7 @@ from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine, TaskDataEnviron
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.multiple import MultipleEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins import UserTaskMixin
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
 from SpiffWorkflow.util.task import TaskState
@@ -33,7 +34,7 @@ from engine.parser import DeskParser
 from engine.sandbox import check_source
 from engine.xmlload import load_xml
 
-from .lifecycle_facts import ACKNOWLEDGED, DESK_OPERATIONS, RESOLVED
+from .lifecycle_facts import ACKNOWLEDGED, ANSWERED, DESK_OPERATIONS, RESOLVED
 
 BPMN_FILE = Path(__file__).resolve().parents[2] / "bpmn" / "ticket_lifecycle.bpmn"
 PROCESS_ID = "ticket_lifecycle"
@@ -45,6 +46,9 @@ STATUSES = {"new", "open", "waiting_on_customer", "escalated", "resolved", "clos
 PRIORITIES = {"P1", "P2", "P3", "P4"}
 GROUPS = {"tier-1", "tier-2", "tier-3", "engineering"}
 TEMPLATES = {"acknowledgement", "reminder", "auto_closed", "resolved"}
+AGENT_TEMPLATES = {"first_response_due", "sla_warning", "escalated", "assigned"}
+PAUSE_STATUSES = {"waiting_on_customer"}  # the default policy's pause statuses
+NEVER = datetime(9999, 1, 1, tzinfo=UTC)  # when a paused or stopped clock is due
 SLA_TARGETS = {
     "first_response": timedelta(hours=8),
     "next_response": timedelta(hours=24),
@@ -58,14 +62,27 @@ class _Clock:
     started: datetime
     paused: timedelta = timedelta(0)
     paused_at: datetime | None = None
-    running: bool = True
+    stopped: bool = False
+
+    @property
+    def state(self) -> str:
+        return "stopped" if self.stopped else "paused" if self.paused_at is not None else "running"
 
 
 class FakeDesk:
     """Stands in for the desk operations: records every call as made, keeps status and SLA clocks.
 
-    ``sla_due`` refuses a clock that is not running, as the real one does, so a timer that would
-    read a paused or stopped clock fails the walk.
+    It keeps the desk's contract, in wall-clock time instead of business time:
+
+    * ``sla_due(clock, percent)`` is when ``percent`` % of the clock's target is used, plus the
+      time the clock was paused; a paused or stopped clock is never due (year 9999), and a clock
+      that was never started is refused, as the real desk refuses it.
+    * Clocks pause by themselves when the status becomes a pause status and resume when it leaves;
+      ``start_sla`` under a pause status starts the clock paused.
+    * ``stop_sla`` of a clock that is not running (or was never started) does nothing.
+
+    What it does not do is the desk's re-timing of armed ``sla_due`` timers when a clock pauses
+    or resumes: a timer armed before a pause keeps the due time it was armed with.
     """
 
     def __init__(self, now: datetime) -> None:
@@ -86,10 +103,32 @@ class FakeDesk:
     def status(self) -> str | None:
         return self.statuses[-1] if self.statuses else None
 
+    def clock(self, name: str) -> str | None:
+        """``running``, ``paused`` or ``stopped``; None for a clock never started."""
+        found = self.clocks.get(name)
+        return found.state if found else None
+
     def _become(self, status: str) -> None:
         _check("status", status, STATUSES)
-        if status != self.status:
-            self.statuses.append(status)
+        old = self.status
+        if status == old:
+            return
+        self.statuses.append(status)
+        if status in PAUSE_STATUSES and old not in PAUSE_STATUSES:
+            for found in self.clocks.values():
+                self._pause(found)
+        elif old in PAUSE_STATUSES and status not in PAUSE_STATUSES:
+            for found in self.clocks.values():
+                self._resume(found)
+
+    def _pause(self, found: _Clock) -> None:
+        if found.state == "running":
+            found.paused_at = self.now
+
+    def _resume(self, found: _Clock) -> None:
+        if found.state == "paused" and found.paused_at is not None:
+            found.paused += self.now - found.paused_at
+            found.paused_at = None
 
     def set_status(self, status: str) -> None:
         self.calls.append(("set_status", status))
@@ -109,43 +148,58 @@ class FakeDesk:
         self._become("escalated")
 
     def notify(self, group: str, template: str) -> None:
-        self.calls.append(("notify", _check("group", group, GROUPS), template))
+        self.calls.append(
+            ("notify", _check("group", group, GROUPS), _check("template", template, AGENT_TEMPLATES))
+        )
+
+    def notify_lead(self, group: str, template: str) -> None:
+        group, template = _check("group", group, GROUPS), _check("template", template, AGENT_TEMPLATES)
+        self.calls.append(("notify_lead", group, template))
+
+    def notify_assignee(self, template: str) -> None:
+        self.calls.append(("notify_assignee", _check("template", template, AGENT_TEMPLATES)))
 
     def send_template(self, template: str) -> None:
         self.calls.append(("send_template", _check("template", template, TEMPLATES)))
 
     def close(self, reason: str = "") -> None:
         self.calls.append(("close", reason))
+        for found in self.clocks.values():
+            found.stopped, found.paused_at = True, None
         self._become("closed")
 
     def start_sla(self, clock: str) -> None:
         self.calls.append(("start_sla", _check("clock", clock, SLA_TARGETS)))
         self.clocks[clock] = _Clock(started=self.now)
+        if self.status in PAUSE_STATUSES:
+            self.clocks[clock].paused_at = self.now
 
     def pause_sla(self, clock: str) -> None:
         self.calls.append(("pause_sla", clock))
-        found = self.clocks[clock]
-        if found.running:
-            found.running, found.paused_at = False, self.now
+        self._pause(self._started(clock))
 
     def resume_sla(self, clock: str) -> None:
         self.calls.append(("resume_sla", clock))
-        found = self.clocks[clock]
-        if found.paused_at is not None:
-            found.paused += self.now - found.paused_at
-            found.running, found.paused_at = True, None
+        self._resume(self._started(clock))
 
     def stop_sla(self, clock: str) -> None:
-        self.calls.append(("stop_sla", clock))
-        found = self.clocks[clock]
-        found.running, found.paused_at = False, None
-
-    def sla_due(self, clock: str) -> str:
+        self.calls.append(("stop_sla", _check("clock", clock, SLA_TARGETS)))
         found = self.clocks.get(clock)
-        if found is None or not found.running:
-            raise ValueError(f"SLA clock {clock} is not running; it has no due time")
+        if found is not None:
+            found.stopped, found.paused_at = True, None
+
+    def sla_due(self, clock: str, percent: float = 100) -> str:
+        found = self._started(clock)
+        if found.state != "running":
+            return NEVER.isoformat()
         # The real desk returns an aware datetime and the desk's script engine hands it over as ISO text.
-        return (found.started + SLA_TARGETS[clock] + found.paused).isoformat()
+        return (found.started + SLA_TARGETS[clock] * percent / 100 + found.paused).isoformat()
+
+    def _started(self, clock: str) -> _Clock:
+        found = self.clocks.get(_check("clock", clock, SLA_TARGETS))
+        if found is None:
+            raise ValueError(f"SLA clock {clock} was never started on this ticket")
+        return found
 
 
 def _check(kind: str, value: str, allowed: Any) -> str:
@@ -206,6 +260,22 @@ class Walk:
             if task.task_spec.bpmn_id == element_id:
                 return datetime.fromisoformat(task.internal_data["event_value"])
         raise AssertionError(f"{element_id} is not waiting")
+
+    def waiting_timers(self) -> list[str]:
+        """Element ids of the timer events armed now."""
+        return sorted(
+            t.task_spec.bpmn_id
+            for t in self.workflow.get_tasks(state=TaskState.WAITING)
+            if isinstance(getattr(t.task_spec, "event_definition", None), TimerEventDefinition)
+        )
+
+    def states(self, element_id: str) -> list[str]:
+        """The state of every task the workflow made for ``element_id``, in tree order."""
+        return [
+            TaskState.get_name(t.state)
+            for t in self.workflow.get_tasks()
+            if t.task_spec.bpmn_id == element_id
+        ]
 
     @property
     def completed(self) -> bool:
@@ -281,6 +351,11 @@ def walk(request: pytest.FixtureRequest, definition: tuple[Any, dict[str, Any]])
 
 
 # --- walks -------------------------------------------------------------------------------------
+RESOLUTION = SLA_TARGETS["resolution"]
+ESCALATED_TO_TIER_2 = [("notify_lead", "tier-2", "escalated")]
+ESCALATED_TO_TIER_3 = [("notify_lead", "tier-3", "escalated")]
+
+
 def test_an_incident_is_triaged_worked_resolved_and_closed_a_week_later(walk: Walk) -> None:
     assert walk.lane("triage") == "Tier 1"
     assert walk.desk.status == "new"
@@ -291,7 +366,7 @@ def test_an_incident_is_triaged_worked_resolved_and_closed_a_week_later(walk: Wa
 
     walk.advance(hours=2)
     walk.complete("work_tier_1", outcome="resolve", note="Replaced the router")
-    assert walk.desk.take() == RESOLVED
+    assert walk.desk.take() == [*ANSWERED, *RESOLVED]
     assert walk.ready() == []
     assert walk.timer_due("resolved_gateway") == walk.now + timedelta(days=7)
 
@@ -307,15 +382,18 @@ def test_an_incident_is_triaged_worked_resolved_and_closed_a_week_later(walk: Wa
 def test_a_customer_answer_brings_the_ticket_back_to_the_same_tier(walk: Walk) -> None:
     walk.triage()
     walk.complete("work_tier_1", outcome="escalate")
-    assert walk.desk.take() == [("escalate", "tier-2", "escalated by agent")]
+    assert walk.desk.take() == [*ANSWERED, ("escalate", "tier-2", "escalated by agent"), *ESCALATED_TO_TIER_2]
     walk.complete("work_tier_2", outcome="wait_customer", note="Which VPN client version?")
-    assert walk.desk.take() == [("set_status", "waiting_on_customer"), ("pause_sla", "resolution")]
+    # The status pauses the clocks by itself: the diagram calls no pause_sla.
+    assert walk.desk.take() == [*ANSWERED, ("set_status", "waiting_on_customer")]
+    assert walk.desk.clock("resolution") == "paused"
     assert walk.ready() == []
     assert walk.waiting_for_reply() == ["waiting_gateway"]
 
     walk.advance(days=1)
     assert walk.reply() == ["waiting_gateway"]
-    assert walk.desk.take() == [("resume_sla", "resolution"), ("set_status", "open")]
+    assert walk.desk.take() == [("set_status", "open"), ("start_sla", "next_response")]
+    assert walk.desk.clock("resolution") == walk.desk.clock("next_response") == "running"
     assert walk.ready() == ["work_tier_2"]
     walk.advance(days=3)  # the reminder timer went with the gateway
     assert walk.desk.take() == []
@@ -323,13 +401,24 @@ def test_a_customer_answer_brings_the_ticket_back_to_the_same_tier(walk: Walk) -
 
 
 def test_time_waiting_on_the_customer_is_added_to_the_resolution_target(walk: Walk) -> None:
+    """The clock pauses by itself while the status is waiting_on_customer (the diagram no longer
+    pauses it). The fake desk does not re-time armed timers as the real desk does; here no
+    ``sla_due`` timer is armed during the wait, and work_tier_1's boundaries are armed afresh when
+    the work comes back, so their due times include the two days waited."""
     walk.triage()
-    assert walk.timer_due("work_tier_1_resolution_due") == T0 + timedelta(hours=72)
+    assert walk.timer_due("work_tier_1_resolution_warning") == T0 + RESOLUTION * 0.75
+    assert walk.timer_due("work_tier_1_resolution_due") == T0 + RESOLUTION
     walk.complete("work_tier_1", outcome="wait_customer")
+    assert walk.desk.take() == [*ANSWERED, ("set_status", "waiting_on_customer")]
+    assert walk.desk.clock("resolution") == "paused"
+    assert walk.waiting_timers() == []  # nothing armed on the paused clock (the gateway holds "P3D")
+    assert walk.timer_due("waiting_gateway") == walk.now + timedelta(days=3)
     walk.advance(days=2)
     walk.reply()
+    assert walk.desk.take() == [("set_status", "open"), ("start_sla", "next_response")]
     assert walk.ready() == ["work_tier_1"]
-    assert walk.timer_due("work_tier_1_resolution_due") == T0 + timedelta(hours=72, days=2)
+    assert walk.timer_due("work_tier_1_resolution_warning") == T0 + RESOLUTION * 0.75 + timedelta(days=2)
+    assert walk.timer_due("work_tier_1_resolution_due") == T0 + RESOLUTION + timedelta(days=2)
 
 
 def test_an_unanswered_ticket_gets_a_reminder_after_3_days_and_closes_after_7(walk: Walk) -> None:
@@ -350,6 +439,7 @@ def test_an_unanswered_ticket_gets_a_reminder_after_3_days_and_closes_after_7(wa
     assert walk.now - asked == timedelta(days=7, minutes=2)
     assert walk.desk.take() == [("send_template", "auto_closed"), ("close", "")]
     assert walk.desk.statuses[-2:] == ["waiting_on_customer", "closed"]
+    assert walk.desk.clock("resolution") == "stopped"
     assert walk.completed
 
 
@@ -359,26 +449,27 @@ def test_an_answer_after_the_reminder_still_reopens_the_work(walk: Walk) -> None
     walk.advance(days=4)
     walk.desk.take()
     assert walk.reply() == ["reminded_gateway"]
-    assert walk.desk.take() == [("resume_sla", "resolution"), ("set_status", "open")]
+    assert walk.desk.take() == [("set_status", "open"), ("start_sla", "next_response")]
     assert walk.ready() == ["work_tier_1"]
 
 
 def test_agents_escalate_twice_to_tier_3_which_resolves(walk: Walk) -> None:
     walk.triage()
     walk.complete("work_tier_1", outcome="escalate")
-    assert walk.desk.take() == [("escalate", "tier-2", "escalated by agent")]
+    assert walk.desk.take() == [*ANSWERED, ("escalate", "tier-2", "escalated by agent"), *ESCALATED_TO_TIER_2]
     assert walk.ready() == ["work_tier_2"]
     assert walk.lane("work_tier_2") == "Tier 2"
     walk.complete("work_tier_2", outcome="escalate")
-    assert walk.desk.take() == [("escalate", "tier-3", "escalated by agent")]
+    assert walk.desk.take() == [*ANSWERED, ("escalate", "tier-3", "escalated by agent"), *ESCALATED_TO_TIER_3]
     assert walk.ready() == ["work_tier_3"]
     assert walk.lane("work_tier_3") == "Tier 3"
+    assert walk.states("escalate") == ["COMPLETED", "COMPLETED"]
 
     with pytest.raises(FormInvalid) as refused:  # Tier 3 is the last tier: no escalate choice
         walk.complete("work_tier_3", outcome="escalate")
     assert "outcome" in refused.value.errors
     walk.complete("work_tier_3", outcome="resolve")
-    assert walk.desk.take() == RESOLVED
+    assert walk.desk.take() == [*ANSWERED, *RESOLVED]
     assert walk.desk.statuses == ["new", "open", "escalated", "resolved"]
 
 
@@ -391,19 +482,173 @@ def test_a_wish_goes_to_engineering_for_review(walk: Walk) -> None:
     assert walk.ready() == []
 
 
-def test_a_breached_resolution_target_moves_the_ticket_from_tier_1_to_tier_2(walk: Walk) -> None:
+def test_at_75_percent_of_the_resolution_target_the_tier_1_assignee_is_warned_and_keeps_the_work(
+    walk: Walk,
+) -> None:
     walk.advance(hours=1)
     walk.triage()
-    walk.advance(hours=70, minutes=59)  # one minute before T0 + 72 h
+    assert walk.waiting_timers() == ["work_tier_1_resolution_due", "work_tier_1_resolution_warning"]
+    assert walk.timer_due("work_tier_1_resolution_warning") == T0 + timedelta(hours=54)
+    walk.advance(hours=53)  # exactly T0 + 54 h: a timer fires only once its time has passed
+    assert walk.desk.take() == []
+    walk.advance(seconds=1)
+    assert walk.desk.take() == [("notify_assignee", "sla_warning")]
+    assert walk.ready() == ["work_tier_1"]
+    assert walk.states("work_tier_1") == ["READY"]
+    assert walk.states("warn_assignee") == ["COMPLETED"]
+    assert walk.waiting_timers() == ["work_tier_1_resolution_due"]  # the warning is spent; 100 % still armed
+    assert walk.timer_due("work_tier_1_resolution_due") == T0 + RESOLUTION
+    assert walk.desk.status == "open"
+
+    walk.complete("work_tier_1", outcome="resolve")  # the assignee still holds the work and resolves it
+    assert walk.desk.take() == [*ANSWERED, *RESOLVED]
+
+
+def test_at_100_percent_the_tier_1_work_is_taken_to_tier_2_and_its_lead_is_notified(walk: Walk) -> None:
+    walk.advance(hours=1)
+    walk.triage()
+    walk.advance(hours=60)
+    assert walk.desk.take() == [("notify_assignee", "sla_warning")]
+    walk.advance(hours=10, minutes=59)  # one minute before T0 + 72 h
     assert walk.ready() == ["work_tier_1"]
     assert walk.desk.take() == []
 
     walk.advance(minutes=2)
-    assert walk.desk.take() == [("escalate", "tier-2", "resolution target breached")]
+    assert walk.desk.take() == [("escalate", "tier-2", "resolution target reached"), *ESCALATED_TO_TIER_2]
+    assert walk.states("work_tier_1") == ["CANCELLED"]
+    assert walk.states("breach_tier_1") == walk.states("escalate") == ["COMPLETED"]
+    assert walk.states("agent_escalates") == []
     assert walk.ready() == ["work_tier_2"]
     assert walk.desk.status == "escalated"
+    assert walk.waiting_timers() == ["work_tier_2_resolution_overdue"]
+    assert walk.timer_due("work_tier_2_resolution_overdue") == T0 + RESOLUTION * 1.5
     walk.complete("work_tier_2", outcome="escalate")  # the breach set tier = 2
-    assert walk.desk.take() == [("escalate", "tier-3", "escalated by agent")]
+    assert walk.desk.take() == [*ANSWERED, ("escalate", "tier-3", "escalated by agent"), *ESCALATED_TO_TIER_3]
+
+
+def test_at_150_percent_the_tier_2_work_is_taken_to_tier_3_and_its_lead_is_notified(walk: Walk) -> None:
+    walk.triage()
+    walk.advance(hours=72, minutes=1)
+    assert walk.desk.take() == [
+        ("notify_assignee", "sla_warning"),
+        ("escalate", "tier-2", "resolution target reached"),
+        *ESCALATED_TO_TIER_2,
+    ]
+    assert walk.ready() == ["work_tier_2"]
+    walk.advance(hours=35, minutes=58)  # one minute before T0 + 108 h
+    assert walk.desk.take() == []
+    assert walk.ready() == ["work_tier_2"]
+
+    walk.advance(minutes=2)
+    assert walk.desk.take() == [
+        ("escalate", "tier-3", "resolution target exceeded by 50 %"),
+        *ESCALATED_TO_TIER_3,
+    ]
+    assert walk.states("work_tier_2") == ["CANCELLED"]
+    assert walk.states("breach_tier_2") == ["COMPLETED"]
+    assert walk.states("escalate") == ["COMPLETED", "COMPLETED"]
+    assert walk.ready() == ["work_tier_3"]
+    assert walk.lane("work_tier_3") == "Tier 3"
+    assert walk.waiting_timers() == []  # Tier 3 is the last tier: no resolution timer on its work
+    walk.complete("work_tier_3", outcome="resolve")
+    assert walk.desk.take() == [*ANSWERED, *RESOLVED]
+
+
+def test_an_agent_escalation_takes_the_same_escalate_step_as_a_breach(walk: Walk) -> None:
+    walk.triage()
+    walk.advance(hours=2)
+    walk.complete("work_tier_1", outcome="escalate")
+    assert walk.desk.take() == [*ANSWERED, ("escalate", "tier-2", "escalated by agent"), *ESCALATED_TO_TIER_2]
+    assert walk.states("work_tier_1") == ["COMPLETED"]
+    assert walk.states("agent_escalates") == walk.states("escalate") == ["COMPLETED"]
+    assert walk.states("breach_tier_1") == []
+    assert walk.ready() == ["work_tier_2"]
+    assert walk.desk.status == "escalated"
+    # Tier 2's overdue timer counts from the ticket's resolution clock, not from the escalation.
+    assert walk.timer_due("work_tier_2_resolution_overdue") == T0 + RESOLUTION * 1.5
+
+
+def test_a_customer_reply_during_work_starts_the_next_response_clock_and_the_answer_stops_it(
+    walk: Walk,
+) -> None:
+    walk.triage()
+    assert walk.desk.clock("next_response") is None
+    walk.advance(hours=1)
+    assert walk.reply() == ["work_tier_1_customer_replied"]
+    assert walk.desk.take() == [("start_sla", "next_response")]
+    assert walk.desk.clock("next_response") == "running"
+    assert walk.states("work_tier_1_next_response") == ["COMPLETED"]
+    assert walk.ready() == ["work_tier_1"]
+
+    walk.advance(hours=2)
+    walk.complete("work_tier_1", outcome="escalate")  # the agent answers by completing the work
+    assert walk.desk.take() == [*ANSWERED, ("escalate", "tier-2", "escalated by agent"), *ESCALATED_TO_TIER_2]
+    assert walk.desk.clock("next_response") == "stopped"
+
+    assert walk.reply() == ["work_tier_2_customer_replied"]  # the same in Tier 2
+    assert walk.desk.take() == [("start_sla", "next_response")]
+    assert walk.desk.clock("next_response") == "running"
+    walk.complete("work_tier_2", outcome="wait_customer")
+    assert walk.desk.take() == [*ANSWERED, ("set_status", "waiting_on_customer")]
+    assert walk.desk.clock("next_response") == "stopped"
+    assert walk.desk.clock("resolution") == "paused"
+
+
+def test_a_late_engine_call_past_75_and_100_percent_warns_and_escalates_in_one_step(walk: Walk) -> None:
+    """Both tier 1 timers are due when the clock jumps to 110 %: refresh_timers makes both READY,
+    and a READY boundary event is not cancelled by its interrupting sibling (only WAITING ones
+    are), so the warning goes out too, before the escalation (its path is shorter)."""
+    walk.triage()
+    walk.advance(hours=72 * 1.1)
+    assert walk.desk.take() == [
+        ("notify_assignee", "sla_warning"),
+        ("escalate", "tier-2", "resolution target reached"),
+        *ESCALATED_TO_TIER_2,
+    ]
+    assert walk.states("work_tier_1") == ["CANCELLED"]
+    assert walk.states("work_tier_1_resolution_warning") == ["COMPLETED"]
+    assert walk.states("work_tier_1_resolution_due") == ["COMPLETED"]
+    assert walk.ready() == ["work_tier_2"]
+    assert walk.waiting_timers() == ["work_tier_2_resolution_overdue"]
+
+
+def test_a_late_engine_call_past_160_percent_runs_every_tier_in_one_step(walk: Walk) -> None:
+    """At 160 % the tier 1 timers fire as at 110 %; Tier 2's 150 % timer is then armed with a due
+    time already passed, and SpiffWorkflow fires such a timer as it arms it, in the same call."""
+    walk.triage()
+    walk.advance(hours=72 * 1.6)
+    assert walk.desk.take() == [
+        ("notify_assignee", "sla_warning"),
+        ("escalate", "tier-2", "resolution target reached"),
+        *ESCALATED_TO_TIER_2,
+        ("escalate", "tier-3", "resolution target exceeded by 50 %"),
+        *ESCALATED_TO_TIER_3,
+    ]
+    assert walk.states("work_tier_1") == walk.states("work_tier_2") == ["CANCELLED"]
+    assert walk.states("warn_assignee") == ["COMPLETED"]
+    assert walk.ready() == ["work_tier_3"]
+    assert walk.waiting_timers() == []
+    assert walk.desk.statuses == ["new", "open", "escalated"]
+
+
+def test_work_coming_back_to_tier_1_after_75_percent_is_warned_again_at_once(walk: Walk) -> None:
+    """The warning boundary is armed afresh each time work_tier_1 starts; past 75 % its due time
+    has passed, so it fires as it arms: the assignee gets a second sla_warning."""
+    walk.triage()
+    walk.advance(hours=55)
+    assert walk.desk.take() == [("notify_assignee", "sla_warning")]
+    walk.complete("work_tier_1", outcome="wait_customer")
+    assert walk.desk.take() == [*ANSWERED, ("set_status", "waiting_on_customer")]
+    walk.advance(hours=1)
+    walk.reply()
+    assert walk.desk.take() == [
+        ("set_status", "open"),
+        ("start_sla", "next_response"),
+        ("notify_assignee", "sla_warning"),
+    ]
+    assert walk.ready() == ["work_tier_1"]
+    assert walk.states("warn_assignee") == ["COMPLETED", "COMPLETED"]
+    assert walk.timer_due("work_tier_1_resolution_due") == T0 + RESOLUTION + timedelta(hours=1)
 
 
 def test_a_reply_to_a_resolved_ticket_reopens_it(walk: Walk) -> None:
@@ -412,13 +657,18 @@ def test_a_reply_to_a_resolved_ticket_reopens_it(walk: Walk) -> None:
     walk.desk.take()
     walk.advance(days=2)
     assert walk.reply() == ["resolved_gateway"]
-    assert walk.desk.take() == [("set_status", "open"), ("start_sla", "resolution")]
+    assert walk.desk.take() == [
+        ("set_status", "open"),
+        ("start_sla", "resolution"),
+        ("start_sla", "next_response"),
+    ]
     assert walk.ready() == ["work_tier_1"]
-    assert walk.timer_due("work_tier_1_resolution_due") == walk.now + timedelta(hours=72)
+    assert walk.timer_due("work_tier_1_resolution_due") == walk.now + RESOLUTION
+    assert walk.timer_due("work_tier_1_resolution_warning") == walk.now + RESOLUTION * 0.75
 
     walk.complete("work_tier_1", outcome="resolve")
     walk.advance(days=7, minutes=1)
-    assert walk.desk.take() == [*RESOLVED, ("close", "")]
+    assert walk.desk.take() == [*ANSWERED, *RESOLVED, ("close", "")]
     assert walk.desk.statuses == ["new", "open", "resolved", "open", "resolved", "closed"]
     assert walk.completed
 
@@ -438,7 +688,7 @@ def test_replies_while_an_agent_works_leave_the_task_in_place(walk: Walk) -> Non
     walk.triage()
     assert walk.reply() == ["work_tier_1_customer_replied"]
     assert walk.ready() == ["work_tier_1"]
-    assert walk.desk.take() == []
+    assert walk.desk.take() == [("start_sla", "next_response")]
 
 
 def test_a_boundary_reply_catch_is_armed_once_per_task_activation(walk: Walk) -> None:
@@ -451,6 +701,31 @@ def test_a_boundary_reply_catch_is_armed_once_per_task_activation(walk: Walk) ->
     assert walk.waiting_for_reply() == []
     walk.triage()
     assert walk.waiting_for_reply() == ["work_tier_1_customer_replied"]  # armed again for the next task
+
+
+def test_the_fake_desk_keeps_the_desks_sla_contract() -> None:
+    desk = FakeDesk(T0)
+    with pytest.raises(ValueError, match="never started"):
+        desk.sla_due("resolution")
+    desk.stop_sla("next_response")  # never started: nothing to stop
+    assert desk.clock("next_response") is None
+    desk.set_status("open")
+    desk.start_sla("resolution")
+    assert desk.sla_due("resolution") == (T0 + RESOLUTION).isoformat()
+    assert desk.sla_due("resolution", 75) == (T0 + timedelta(hours=54)).isoformat()
+    desk.now = T0 + timedelta(hours=1)
+    desk.set_status("waiting_on_customer")
+    assert desk.clock("resolution") == "paused"
+    assert desk.sla_due("resolution", 150) == NEVER.isoformat()
+    desk.start_sla("next_response")  # started under a pause status: starts paused
+    assert desk.clock("next_response") == "paused"
+    desk.now = T0 + timedelta(hours=5)
+    desk.set_status("open")
+    assert desk.clock("resolution") == desk.clock("next_response") == "running"
+    assert desk.sla_due("resolution", 150) == (T0 + RESOLUTION * 1.5 + timedelta(hours=4)).isoformat()
+    desk.stop_sla("resolution")
+    desk.stop_sla("resolution")  # no longer running: nothing happens
+    assert desk.sla_due("resolution") == NEVER.isoformat()
 
 
 # --- the diagram as a document -----------------------------------------------------------------
@@ -636,6 +911,8 @@ def test_timers_are_quoted_durations_or_sla_due_calls(root: etree._Element) -> N
     assert sorted(_timer_expressions(root)) == [
         ("timeDate", 'sla_due("first_response")'),
         ("timeDate", 'sla_due("resolution")'),
+        ("timeDate", 'sla_due("resolution", 150)'),
+        ("timeDate", 'sla_due("resolution", 75)'),
         ("timeDuration", '"P3D"'),
         ("timeDuration", '"P4D"'),
         ("timeDuration", '"P7D"'),

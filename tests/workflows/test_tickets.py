@@ -12,7 +12,6 @@ from engine.errors import FormInvalid
 from workflows.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from workflows.models import (
     ConversationEntry,
-    HumanTask,
     OutboxMessage,
     PendingMessage,
     SlaClock,
@@ -135,21 +134,6 @@ def test_escalation_moves_the_ticket_through_the_tiers(
     assert open_task(session, ticket).element_id == "work_tier_3"
     work(session, settings, ticket, eva, {"outcome": "resolve"}, now)
     assert ticket.status == "resolved"
-
-
-def test_a_breached_resolution_target_escalates_by_itself(
-    session: Session, settings: Settings, now: datetime
-) -> None:
-    tereza = agent(session, "tereza@desk.example", "tier-1", now=now)
-    ticket = new_ticket(session, settings, now)
-    work(session, settings, ticket, tereza, TRIAGE, now)
-    first = open_task(session, ticket)
-    instance = session.scalar(select(WorkflowInstance).where(WorkflowInstance.ticket_id == ticket.id))
-    assert instance is not None and instance.next_wake_at == now + timedelta(hours=24)
-    assert wake_instance(session, settings, instance.id, now=now + timedelta(hours=24, seconds=1))
-    assert session.get(HumanTask, first.id).state == "cancelled"  # type: ignore[union-attr]
-    assert open_task(session, ticket).element_id == "work_tier_2"
-    assert "task_cancelled" in actions(session, ticket) and "escalated" in actions(session, ticket)
 
 
 def test_completing_a_task_whose_deadline_passed_is_refused_plainly(

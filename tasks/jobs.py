@@ -42,9 +42,10 @@ def scan_due_timers(self: Task) -> int:
     with desk.unit_of_work() as session:
         ids = claim_due(session, desk.clock(), limit=SCAN_LIMIT)
     if ids:
+        wake = self.app.tasks[wake_instance.name]  # this app's, not whichever app is "current"
         with self.app.producer_or_acquire() as producer:
             for instance_id in ids:
-                wake_instance.apply_async((instance_id,), producer=producer)
+                wake.apply_async((instance_id,), producer=producer)
         log.info("scan: %d due instance(s) handed out", len(ids))
     return len(ids)
 

@@ -295,7 +295,9 @@ ATTACK_SCRIPTS = [
     ("while 1: pass", "stopped after 200,000 lines"),
     ("while True: continue", "stopped after 200,000 lines"),
     ("n = 0\nwhile True: pass", "stopped after 200,000 lines"),
-    ("f = lambda: [0 for i in range(3)]\nwhile True: f()", "stopped after 200,000 lines"),
+    # Comprehension frames cost so much per line that the CPU limit (0.5 s) may come first
+    # on a loaded machine: either budget stopping it is the behaviour.
+    ("f = lambda: [0 for i in range(3)]\nwhile True: f()", "stopped after "),
     (
         "while True:\n    try:\n        while True:\n            pass\n    except:\n        pass",
         "stopped after",
@@ -355,7 +357,7 @@ ATTACK_CONDITIONS = [
     ("len('x' * 10**10) > 0", "refused to build a sequence"),
     ("10**10**10 > 0", "refused to build an integer"),
     ("(1 << 10**10) > 0", "refused to build an integer"),
-    ("len([1 for a in range(10**6) for b in range(10**6)]) > 0", "stopped after 200,000 lines"),
+    ("len([1 for a in range(10**6) for b in range(10**6)]) > 0", "stopped after "),  # lines or CPU
 ]
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from workflows.models import AuditEvent, HumanTask, OutboxMessage, Ticket, WorkflowInstance
+from workflows.models import AuditEvent, HumanTask, OutboxMessage, Ticket, User, WorkflowInstance
 from workflows.settings import Settings
 from workflows.users import add_user
 from workflows.wakeups import wake_instance
@@ -22,9 +22,14 @@ from .helpers import TRIAGE, agent, new_ticket, open_task, work
 SECOND = timedelta(seconds=1)
 
 
-def _desk_with_leads(session: Session, now: datetime) -> None:
+def _triaged_with_leads(session: Session, settings: Settings, now: datetime) -> tuple[User, Ticket]:
+    """Tereza (Tier 1) has triaged a P2 ticket; Lukas leads Tier 2, Eva Tier 3."""
     add_user(session, email="lukas@desk.example", role="agent", groups=[], lead_of=["tier-2"], now=now)
     add_user(session, email="eva@desk.example", role="agent", groups=[], lead_of=["tier-3"], now=now)
+    tereza = agent(session, "tereza@desk.example", "tier-1", now=now)
+    ticket = new_ticket(session, settings, now)
+    work(session, settings, ticket, tereza, TRIAGE, now)
+    return tereza, ticket
 
 
 def _instance(session: Session, ticket: Ticket) -> WorkflowInstance:
@@ -50,10 +55,7 @@ def _timeline(session: Session, ticket: Ticket, action: str) -> list[AuditEvent]
 def test_a_ticket_climbs_the_tiers_as_its_resolution_target_passes(
     session: Session, settings: Settings, now: datetime
 ) -> None:
-    _desk_with_leads(session, now)
-    tereza = agent(session, "tereza@desk.example", "tier-1", now=now)
-    ticket = new_ticket(session, settings, now)
-    work(session, settings, ticket, tereza, TRIAGE, now)
+    tereza, ticket = _triaged_with_leads(session, settings, now)
     tier_1 = open_task(session, ticket)
     claim_task(session, task_id=tier_1.id, user=tereza, now=now)
     row = _instance(session, ticket)
@@ -96,10 +98,7 @@ def test_a_ticket_climbs_the_tiers_as_its_resolution_target_passes(
 def test_an_agent_escalation_takes_the_same_path_and_tells_the_lead(
     session: Session, settings: Settings, now: datetime
 ) -> None:
-    _desk_with_leads(session, now)
-    tereza = agent(session, "tereza@desk.example", "tier-1", now=now)
-    ticket = new_ticket(session, settings, now)
-    work(session, settings, ticket, tereza, TRIAGE, now)
+    tereza, ticket = _triaged_with_leads(session, settings, now)
     work(session, settings, ticket, tereza, {"outcome": "escalate"}, now + timedelta(hours=1))
     assert open_task(session, ticket).element_id == "work_tier_2"
     assert _mail(session, ticket) == [("escalated", "lukas@desk.example")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,12 +32,16 @@ from engine.errors import (
 from engine.runtime import Definition, Instance, Step, UserTaskView
 from engine.sandbox import SandboxedScriptEngine
 
-from .lifecycle_facts import ACKNOWLEDGED, DESK_OPERATIONS, RESOLVED
+from .lifecycle_facts import ACKNOWLEDGED, ANSWERED, DESK_OPERATIONS, RESOLVED
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "runtime"
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-SLA_TARGETS = {"first_response": timedelta(hours=8), "resolution": timedelta(hours=72)}
+SLA_TARGETS = {
+    "first_response": timedelta(hours=8),
+    "next_response": timedelta(hours=24),
+    "resolution": timedelta(hours=72),
+}
 TRIAGE = {"category": "incident", "priority": "P2", "summary": "VPN drops every hour"}
 TRIAGED = [
     ("set_priority", "P2"),
@@ -58,19 +63,43 @@ def _diagram(name: str) -> Definition:
 
 
 # --- a recording desk --------------------------------------------------------------------------
+PAUSE_STATUSES = {"waiting_on_customer"}  # the default policy's pause statuses
+NEVER = datetime(9999, 1, 1, tzinfo=UTC)  # when a paused or stopped clock is due
+
+
+@dataclass
+class _Clock:
+    started: datetime
+    paused: timedelta = timedelta(0)
+    paused_at: datetime | None = None
+    stopped: bool = False
+
+    @property
+    def state(self) -> str:
+        return "stopped" if self.stopped else "paused" if self.paused_at is not None else "running"
+
+
 class FakeDesk:
-    """The desk operations scripts call: records each call (also into ``journal``) and keeps SLA
-    clocks. ``sla_due`` answers, as the real desk does, with an aware datetime: the clock's start
-    plus its target plus the time it was paused; it refuses a clock that is not running."""
+    """The desk operations scripts call: records each call (also into ``journal``), keeps the status
+    and SLA clocks. It keeps the desk's contract (as tests/engine/test_lifecycle_diagram.py's fake
+    does), in wall-clock time instead of business time:
+
+    * ``sla_due(clock, percent)`` answers, as the real desk does, with an aware datetime: when
+      ``percent`` % of the clock's target is used, plus the time the clock was paused; a paused or
+      stopped clock is never due (year 9999); a clock never started is refused.
+    * Clocks pause by themselves when the status becomes a pause status and resume when it
+      leaves; ``start_sla`` under a pause status starts the clock paused.
+    * ``stop_sla`` of a clock that is not running (or was never started) does nothing.
+
+    Unlike the desk, it does not re-time armed ``sla_due`` timers when a clock pauses or resumes.
+    """
 
     def __init__(self, now: datetime, journal: list[Any]) -> None:
         self.now = now
         self.calls: list[tuple[Any, ...]] = []
         self.journal = journal
-        self.started: dict[str, datetime] = {}
-        self.paused: dict[str, timedelta] = {}
-        self.paused_at: dict[str, datetime] = {}
-        self.stopped: set[str] = set()
+        self.statuses: list[str] = []
+        self.clocks: dict[str, _Clock] = {}
 
     def functions(self) -> dict[str, Callable[..., Any]]:
         return {name: getattr(self, name) for name in DESK_OPERATIONS}
@@ -80,12 +109,37 @@ class FakeDesk:
         calls, self.calls = self.calls, []
         return calls
 
+    @property
+    def status(self) -> str | None:
+        return self.statuses[-1] if self.statuses else None
+
+    def clock(self, name: str) -> str | None:
+        """``running``, ``paused`` or ``stopped``; None for a clock never started."""
+        found = self.clocks.get(name)
+        return found.state if found else None
+
     def _record(self, *call: Any) -> None:
         self.calls.append(call)
         self.journal.append(call)
 
+    def _become(self, status: str) -> None:
+        old = self.status
+        if status == old:
+            return
+        self.statuses.append(status)
+        if status in PAUSE_STATUSES and old not in PAUSE_STATUSES:
+            for found in self.clocks.values():
+                if found.state == "running":
+                    found.paused_at = self.now
+        elif old in PAUSE_STATUSES and status not in PAUSE_STATUSES:
+            for found in self.clocks.values():
+                if found.state == "paused" and found.paused_at is not None:
+                    found.paused += self.now - found.paused_at
+                    found.paused_at = None
+
     def set_status(self, status: str) -> None:
         self._record("set_status", status)
+        self._become(status)
 
     def set_priority(self, priority: str) -> None:
         self._record("set_priority", priority)
@@ -98,39 +152,62 @@ class FakeDesk:
 
     def escalate(self, group: str, reason: str = "") -> None:
         self._record("escalate", group, reason)
+        self._become("escalated")
 
     def notify(self, group: str, template: str) -> None:
         self._record("notify", group, template)
+
+    def notify_lead(self, group: str, template: str) -> None:
+        self._record("notify_lead", group, template)
+
+    def notify_assignee(self, template: str) -> None:
+        self._record("notify_assignee", template)
 
     def send_template(self, template: str) -> None:
         self._record("send_template", template)
 
     def close(self, reason: str = "") -> None:
         self._record("close", reason)
+        for found in self.clocks.values():
+            found.stopped, found.paused_at = True, None
+        self._become("closed")
 
     def start_sla(self, clock: str) -> None:
         self._record("start_sla", clock)
-        self.started[clock], self.paused[clock] = self.now, timedelta(0)
-        self.stopped.discard(clock)
-        self.paused_at.pop(clock, None)
+        self.clocks[clock] = _Clock(
+            started=self.now, paused_at=self.now if self.status in PAUSE_STATUSES else None
+        )
 
-    def pause_sla(self, clock: str) -> None:
+    def pause_sla(self, clock: str) -> None:  # no longer called by the lifecycle; kept as the desk has it
         self._record("pause_sla", clock)
-        self.paused_at.setdefault(clock, self.now)
+        found = self._started(clock)
+        if found.state == "running":
+            found.paused_at = self.now
 
     def resume_sla(self, clock: str) -> None:
         self._record("resume_sla", clock)
-        if clock in self.paused_at:
-            self.paused[clock] += self.now - self.paused_at.pop(clock)
+        found = self._started(clock)
+        if found.state == "paused" and found.paused_at is not None:
+            found.paused += self.now - found.paused_at
+            found.paused_at = None
 
     def stop_sla(self, clock: str) -> None:
         self._record("stop_sla", clock)
-        self.stopped.add(clock)
+        found = self.clocks.get(clock)
+        if found is not None:
+            found.stopped, found.paused_at = True, None
 
-    def sla_due(self, clock: str) -> datetime:
-        if clock not in self.started or clock in self.stopped or clock in self.paused_at:
-            raise ValueError(f"SLA clock {clock} is not running; it has no due time")
-        return self.started[clock] + SLA_TARGETS[clock] + self.paused[clock]
+    def sla_due(self, clock: str, percent: float = 100) -> datetime:
+        found = self._started(clock)
+        if found.state != "running":
+            return NEVER
+        return found.started + SLA_TARGETS[clock] * percent / 100 + found.paused
+
+    def _started(self, clock: str) -> _Clock:
+        found = self.clocks.get(clock)
+        if found is None:
+            raise ValueError(f"SLA clock {clock} was never started on this ticket")
+        return found
 
 
 # --- driving one instance as the desk does -----------------------------------------------------
@@ -226,6 +303,33 @@ def ticket(lifecycle: Definition) -> Ticket:
     return new_ticket(lifecycle)
 
 
+def test_the_fake_desk_keeps_the_desks_sla_contract() -> None:
+    desk = FakeDesk(T0, [])
+    resolution = SLA_TARGETS["resolution"]
+    with pytest.raises(ValueError, match="never started"):
+        desk.sla_due("resolution")
+    desk.stop_sla("next_response")  # never started: nothing to stop
+    assert desk.clock("next_response") is None
+    desk.set_status("open")
+    desk.start_sla("resolution")
+    assert desk.sla_due("resolution") == T0 + resolution
+    assert desk.sla_due("resolution", 75) == T0 + resolution * 0.75
+    desk.now = T0 + timedelta(hours=1)
+    desk.set_status("waiting_on_customer")
+    assert desk.clock("resolution") == "paused"
+    assert desk.sla_due("resolution", 150) == NEVER
+    desk.start_sla("next_response")  # started under a pause status: starts paused
+    assert desk.clock("next_response") == "paused"
+    desk.now = T0 + timedelta(hours=5)
+    desk.set_status("open")
+    assert desk.clock("resolution") == desk.clock("next_response") == "running"
+    assert desk.sla_due("resolution", 150) == T0 + resolution * 1.5 + timedelta(hours=4)
+    desk.stop_sla("resolution")
+    desk.stop_sla("resolution")  # no longer running: nothing happens
+    assert desk.sla_due("resolution") == NEVER
+    assert desk.statuses == ["open", "waiting_on_customer", "open"]
+
+
 # --- starting ----------------------------------------------------------------------------------
 def test_start_acknowledges_and_stops_at_triage_in_tier_1_with_its_form(ticket: Ticket) -> None:
     assert ids(ticket.steps) == ["ticket_received", "acknowledge_customer"]
@@ -288,7 +392,8 @@ def test_completing_triage_returns_the_cleaned_form_and_moves_to_tier_1_work(tic
     ]
     [work] = ticket.instance.user_tasks()
     assert (work.element_id, work.lane) == ("work_tier_1", "Tier 1")
-    assert ticket.instance.next_wake() == T0 + SLA_TARGETS["resolution"]
+    # The first of work_tier_1's resolution timers: the assignee's warning at 75 % of the target.
+    assert ticket.instance.next_wake() == T0 + SLA_TARGETS["resolution"] * 0.75
 
 
 @pytest.mark.parametrize(
@@ -367,7 +472,8 @@ def test_a_reply_while_waiting_on_the_customer_is_taken_and_work_resumes(ticket:
     ticket.triage()
     ticket.later(hours=1)
     ticket.complete("work_tier_1", outcome="wait_customer")
-    assert ticket.desk.take() == [("set_status", "waiting_on_customer"), ("pause_sla", "resolution")]
+    assert ticket.desk.take() == [*ANSWERED, ("set_status", "waiting_on_customer")]
+    assert ticket.desk.clock("resolution") == "paused"  # by the status: the diagram calls no pause_sla
     assert ticket.ready() == []
     assert ticket.instance.waiting_messages() == {"customer_replied"}
 
@@ -382,10 +488,12 @@ def test_a_reply_while_waiting_on_the_customer_is_taken_and_work_resumes(ticket:
         "to_routing",
         "route_by_tier",
     ]
-    assert ticket.desk.take() == [("resume_sla", "resolution"), ("set_status", "open")]
+    assert ticket.desk.take() == [("set_status", "open"), ("start_sla", "next_response")]
+    assert ticket.desk.clock("resolution") == "running"
     assert ticket.ready() == ["work_tier_1"]
-    # The two days spent waiting on the customer push the resolution target back.
-    assert ticket.instance.next_wake() == T0 + SLA_TARGETS["resolution"] + timedelta(days=2)
+    # The two days spent waiting on the customer push the resolution targets back (the first of
+    # them, the 75 % warning, is armed afresh with the work).
+    assert ticket.instance.next_wake() == T0 + SLA_TARGETS["resolution"] * 0.75 + timedelta(days=2)
 
 
 def test_a_reply_during_triage_is_kept_by_the_boundary_catch_and_triage_stays(ticket: Ticket) -> None:
@@ -519,13 +627,29 @@ def test_a_breached_resolution_target_moves_the_work_from_tier_1_to_tier_2(ticke
     ticket.later(hours=1)
     ticket.triage()
     tier_1 = ticket.task("work_tier_1")
+    assert ticket.instance.next_wake() == T0 + SLA_TARGETS["resolution"] * 0.75
+
+    steps = ticket.fire(hours=53, minutes=1)  # one minute past T0 + 54 h: warned, work stays
+    assert ids(steps) == ["work_tier_1_resolution_warning", "warn_assignee", "assignee_warned"]
+    assert ticket.desk.take() == [("notify_assignee", "sla_warning")]
+    assert ticket.task("work_tier_1").task_id == tier_1.task_id
     assert ticket.instance.next_wake() == T0 + SLA_TARGETS["resolution"]
 
-    assert ticket.fire(hours=70, minutes=59) == []  # one minute before T0 + 72 h
+    assert ticket.fire(hours=17, minutes=58) == []  # one minute before T0 + 72 h
     assert ticket.ready() == ["work_tier_1"]
     steps = ticket.fire(minutes=2)
-    assert ids(steps) == ["work_tier_1_resolution_due", "escalate_on_breach", "to_routing", "route_by_tier"]
-    assert ticket.desk.take() == [("escalate", "tier-2", "resolution target breached")]
+    assert ids(steps) == [
+        "work_tier_1_resolution_due",
+        "breach_tier_1",
+        "to_escalation",
+        "escalate",
+        "to_routing",
+        "route_by_tier",
+    ]
+    assert ticket.desk.take() == [
+        ("escalate", "tier-2", "resolution target reached"),
+        ("notify_lead", "tier-2", "escalated"),
+    ]
     [tier_2] = ticket.instance.user_tasks()
     assert (tier_2.element_id, tier_2.lane) == ("work_tier_2", "Tier 2")
     with pytest.raises(TaskNotReady):
@@ -534,16 +658,27 @@ def test_a_breached_resolution_target_moves_the_work_from_tier_1_to_tier_2(ticke
         )
 
 
-def test_an_error_in_a_timer_expression_names_the_timer(ticket: Ticket) -> None:
-    def no_due_time(clock: str) -> datetime:
-        raise ValueError(f"no due time for {clock}")
+@pytest.mark.parametrize(
+    ("failing_percent", "timer"),
+    [(75, "work_tier_1_resolution_warning"), (100, "work_tier_1_resolution_due")],
+    ids=["warning", "due"],
+)
+def test_an_error_in_a_timer_expression_names_the_timer(
+    ticket: Ticket, failing_percent: float, timer: str
+) -> None:
+    """work_tier_1 arms two sla_due timers at once; the error names the one whose expression failed."""
+
+    def no_due_time(clock: str, percent: float = 100) -> datetime:
+        if percent == failing_percent:
+            raise ValueError(f"no due time for {clock} at {percent} %")
+        return ticket.desk.sla_due(clock, percent)
 
     task_id = ticket.task("triage").task_id
     functions = {**ticket.desk.functions(), "sla_due": no_due_time}
     with pytest.raises(ScriptError) as failed:
         ticket.instance.complete_task(task_id, TRIAGE, now=T0, functions=functions)
-    assert failed.value.element_id == "work_tier_1_resolution_due"
-    assert "no due time for resolution" in str(failed.value)
+    assert failed.value.element_id == timer
+    assert f"no due time for resolution at {failing_percent} %" in str(failed.value)
 
 
 # --- steps -------------------------------------------------------------------------------------
@@ -576,9 +711,21 @@ def test_on_step_reports_each_step_before_the_desk_calls_its_script_makes(lifecy
     assert ticket.journal == [triage, apply_triage, *TRIAGED, *routing]
 
     del ticket.journal[:]
-    steps = ticket.fire(hours=72, minutes=1)
-    timer, escalate, *routing = steps
-    assert ticket.journal == [timer, escalate, ("escalate", "tier-2", "resolution target breached"), *routing]
+    steps = ticket.fire(hours=54, minutes=1)
+    timer, warn, warned = steps
+    assert ticket.journal == [timer, warn, ("notify_assignee", "sla_warning"), warned]
+
+    del ticket.journal[:]
+    steps = ticket.fire(hours=18)
+    timer, breach, merge, escalate, *routing = steps
+    assert ids([timer, breach, merge, escalate]) == [
+        "work_tier_1_resolution_due",
+        "breach_tier_1",
+        "to_escalation",
+        "escalate",
+    ]
+    escalated = [("escalate", "tier-2", "resolution target reached"), ("notify_lead", "tier-2", "escalated")]
+    assert ticket.journal == [timer, breach, merge, escalate, *escalated, *routing]
 
 
 def test_an_instance_loaded_from_storage_reports_no_steps_until_given_a_callback(ticket: Ticket) -> None:
@@ -715,8 +862,8 @@ def test_stored_state_stays_bounded_over_300_wait_and_reply_rounds(ticket: Ticke
     assert ticket.ready() == ["work_tier_1"]
     assert sizes[300] <= 1.2 * sizes[10], sizes
     assert max(sizes.values()) < 64 * 1024
-    # Every round paused the resolution clock for 5 minutes.
-    assert ticket.instance.next_wake() == T0 + SLA_TARGETS["resolution"] + timedelta(minutes=5 * 300)
+    # Every round paused the resolution clock for 5 minutes; the first wake is the 75 % warning.
+    assert ticket.instance.next_wake() == T0 + SLA_TARGETS["resolution"] * 0.75 + timedelta(minutes=5 * 300)
 
 
 def _states(lifecycle: Definition) -> Iterator[tuple[str, Ticket]]:
@@ -814,7 +961,7 @@ def _a_whole_life(ticket: Ticket) -> list[tuple[Any, ...]]:
 
 def test_a_stored_and_reloaded_instance_behaves_like_one_kept_in_memory(lifecycle: Definition) -> None:
     reloaded = _a_whole_life(new_ticket(lifecycle, RELOADED))
-    assert [calls for _, calls, *_ in reloaded[-2:]] == [RESOLVED, [("close", "")]]
+    assert [calls for _, calls, *_ in reloaded[-2:]] == [[*ANSWERED, *RESOLVED], [("close", "")]]
     assert reloaded[-1][-1] is True  # completed
     assert _a_whole_life(new_ticket(lifecycle, KEPT)) == reloaded
     assert _a_whole_life(new_ticket(lifecycle, DUMPED_AND_KEPT)) == reloaded

@@ -90,8 +90,11 @@ def _timer_fired(session: Session, ticket: Ticket, ops: DeskOperations, step: St
     detail = f"timer “{step.name}” due {step.timer.get('due') or '?'}"
     match = _SLA_TIMER.search(str(step.timer.get("expression") or ""))
     if match:
-        facts = ops.clock_facts(match.group(1), float(match.group(2) or 100))
+        percent = float(match.group(2) or 100)
+        facts = ops.clock_facts(match.group(1), percent)
         data.update(facts)
+        if percent >= 100:
+            ops.record_breach(match.group(1))
         detail = (
             f"timer “{step.name}”: {facts.get('percent', 100):g}% of the {match.group(1)} target, "
             f"due {step.timer.get('due')} (policy {facts.get('policy')}, calendar {facts.get('calendar')})"

@@ -305,6 +305,21 @@ class DeskOperations:
             "state": row.state,
         }
 
+    def record_breach(self, clock: str) -> None:
+        """A timer at 100 % or more of ``clock`` fired: note when the target was missed.
+
+        The clock keeps running (the work still has to be done); stopping it later makes it
+        *breached* rather than *met*, and reports read ``breached_at``.
+        """
+        row = self._clock(clock)
+        if row is None or row.state != "running" or row.breached_at is not None:
+            return
+        if row.due_at is not None and row.due_at <= self.now:
+            row.breached_at = row.due_at
+            self._audit(
+                "sla_target_missed", f"{row.name} target missed at {row.due_at.isoformat()}", clock=row.name
+            )
+
     def _pause(self, row: SlaClock, why: str) -> None:
         if sla.pause(row, self._calendar(row), self.now):
             self.sla_changed = True

@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## migrate, deploy the bundled diagrams, demo data, timer loop (SQLite under ./var)
+run: $(STAMP)  ## migrate, deploy the bundled diagrams, demo data, then a Celery worker and beat (SQLite + embedded broker under ./var)
 	$(VENV)/bin/lanedesk run
 
 test: $(STAMP)  ## the whole suite (set LANEDESK_TEST_DATABASE_URL for PostgreSQL)

@@ -17,6 +17,7 @@ from types import FrameType
 import click
 
 from workflows.cli import desk, main, prepare_desk
+from workflows.sla import load_sla_config
 
 from .celery_app import create_celery
 
@@ -37,6 +38,7 @@ STOP_GRACE_SECONDS = 20.0
 def worker(ctx: click.Context, concurrency: int | None, loglevel: str, hostname: str | None) -> None:
     """Run a Celery worker: wakes due timers (and, later, sends and fetches mail)."""
     settings = desk(ctx).settings
+    load_sla_config(settings)  # a broken SLA file stops the worker here, not at the next timer
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_celery(settings)
     argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency or settings.worker_concurrency}"]
@@ -53,6 +55,7 @@ def worker(ctx: click.Context, concurrency: int | None, loglevel: str, hostname:
 def beat(ctx: click.Context, loglevel: str) -> None:
     """Run Celery beat: the timer scan every few seconds. Run exactly one per desk."""
     settings = desk(ctx).settings
+    load_sla_config(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_celery(settings)
     schedule = Path(settings.data_dir) / "celerybeat-schedule"
@@ -67,6 +70,7 @@ def beat(ctx: click.Context, loglevel: str) -> None:
 def run(ctx: click.Context, no_demo: bool, once: bool) -> None:
     """All-in-one for a laptop: migrate, deploy, demo data, then a worker and beat until Ctrl-C."""
     d = desk(ctx)
+    load_sla_config(d.settings)
     prepare_desk(d, demo=not no_demo)
     if once:
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -20,6 +21,7 @@ from .definitions import deploy_definition, validate_definition
 from .errors import DeskError
 from .output import dump_json, print_tasks, print_ticket, task_dict, ticket_dict
 from .settings import SettingsError
+from .sla import SlaConfigError, load_sla_config
 from .tickets import (
     add_customer_reply,
     change_priority,
@@ -56,7 +58,7 @@ class DeskGroup(click.Group):
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
             sys.exit(EXIT_PROBLEMS)
-        except (DeskError, EngineError, SettingsError) as exc:
+        except (DeskError, EngineError, SettingsError, SlaConfigError) as exc:
             fail(str(exc))
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError) as exc:
             fail(_database_trouble(exc))
@@ -309,6 +311,35 @@ def ticket_retry(ctx: click.Context, ticket_id: str, as_email: str) -> None:
         row = instance_of(session, get_ticket(session, d.settings, ticket_id))
         retry_instance(session, d.settings, row.id, now=d.clock(), actor=audit.actor_of(user))
     click.echo(f"{ticket_id}: the process runs again")
+
+
+@main.group()
+def sla() -> None:
+    """SLA calendars and policies (LANEDESK_SLA_CONFIG)."""
+
+
+@sla.command("check")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def sla_check(ctx: click.Context, path: Path | None) -> None:
+    """Check an SLA file (default: the configured one) and print its calendars and policies."""
+    settings = desk(ctx).settings
+    if path is not None:
+        settings = dataclasses.replace(settings, sla_config=path)
+    config = load_sla_config(settings)
+    click.echo(f"{config.source}: ok")
+    for calendar in config.calendars.values():
+        click.echo(f"  calendar {calendar.describe()}")
+    for policy in config.policies:
+        match = ", ".join(sorted(policy.organisations | policy.mailboxes)) or "every ticket"
+        targets = " · ".join(
+            f"{clock} "
+            + "/".join(f"{s // 3600}h{s % 3600 // 60:02d}" for s in policy.targets[clock].values())
+            for clock in policy.targets
+        )
+        click.echo(f"  policy {policy.name} ({match}; calendar {policy.calendar}): {targets} (P1/P2/P3/P4)")
+    for group, calendar_name in config.group_calendars.items():
+        click.echo(f"  group {group} works on calendar {calendar_name}")
 
 
 @main.command("tick")

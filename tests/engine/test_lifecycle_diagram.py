@@ -34,6 +34,7 @@ from engine.parser import DeskParser
 from engine.sandbox import check_source
 from engine.xmlload import load_xml
 
+from .fake_desk import NEVER, SLA_TARGETS, FakeDesk
 from .lifecycle_facts import ACKNOWLEDGED, ANSWERED, DESK_OPERATIONS, RESOLVED
 
 BPMN_FILE = Path(__file__).resolve().parents[2] / "bpmn" / "ticket_lifecycle.bpmn"
@@ -41,171 +42,22 @@ PROCESS_ID = "ticket_lifecycle"
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SERIALIZER = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(SPIFF_CONFIG))
 
-# The desk's vocabulary, as the diagram contract states it.
-STATUSES = {"new", "open", "waiting_on_customer", "escalated", "resolved", "closed"}
-PRIORITIES = {"P1", "P2", "P3", "P4"}
-GROUPS = {"tier-1", "tier-2", "tier-3", "engineering"}
-TEMPLATES = {"acknowledgement", "reminder", "auto_closed", "resolved"}
-AGENT_TEMPLATES = {"first_response_due", "sla_warning", "escalated", "assigned"}
-PAUSE_STATUSES = {"waiting_on_customer"}  # the default policy's pause statuses
-NEVER = datetime(9999, 1, 1, tzinfo=UTC)  # when a paused or stopped clock is due
-SLA_TARGETS = {
-    "first_response": timedelta(hours=8),
-    "next_response": timedelta(hours=24),
-    "resolution": timedelta(hours=72),
-}
-
 
 # --- a recording desk --------------------------------------------------------------------------
-@dataclass
-class _Clock:
-    started: datetime
-    paused: timedelta = timedelta(0)
-    paused_at: datetime | None = None
-    stopped: bool = False
+class PlainEngineDesk(FakeDesk):
+    """The shared fake desk, with ``sla_due`` handed to scripts as ISO text.
 
-    @property
-    def state(self) -> str:
-        return "stopped" if self.stopped else "paused" if self.paused_at is not None else "running"
-
-
-class FakeDesk:
-    """Stands in for the desk operations: records every call as made, keeps status and SLA clocks.
-
-    It keeps the desk's contract, in wall-clock time instead of business time:
-
-    * ``sla_due(clock, percent)`` is when ``percent`` % of the clock's target is used, plus the
-      time the clock was paused; a paused or stopped clock is never due (year 9999), and a clock
-      that was never started is refused, as the real desk refuses it.
-    * Clocks pause by themselves when the status becomes a pause status and resume when it leaves;
-      ``start_sla`` under a pause status starts the clock paused.
-    * ``stop_sla`` of a clock that is not running (or was never started) does nothing.
-
-    What it does not do is the desk's re-timing of armed ``sla_due`` timers when a clock pauses
-    or resumes: a timer armed before a pause keeps the due time it was armed with.
+    The real desk's ``sla_due`` gives an aware datetime and the desk's script engine
+    (engine.sandbox) turns a timer expression's datetime into ISO text. These walks run on
+    SpiffWorkflow's plain script engine, which does not: it keeps a timer's value as evaluated,
+    parses it as text, and must serialize it.
     """
 
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-        self.calls: list[tuple[Any, ...]] = []
-        self.statuses: list[str] = []
-        self.clocks: dict[str, _Clock] = {}
-
     def functions(self) -> dict[str, Callable[..., Any]]:
-        return {name: getattr(self, name) for name in DESK_OPERATIONS}
+        return {**super().functions(), "sla_due": self.sla_due_text}
 
-    def take(self) -> list[tuple[Any, ...]]:
-        """The calls since the last take."""
-        calls, self.calls = self.calls, []
-        return calls
-
-    @property
-    def status(self) -> str | None:
-        return self.statuses[-1] if self.statuses else None
-
-    def clock(self, name: str) -> str | None:
-        """``running``, ``paused`` or ``stopped``; None for a clock never started."""
-        found = self.clocks.get(name)
-        return found.state if found else None
-
-    def _become(self, status: str) -> None:
-        _check("status", status, STATUSES)
-        old = self.status
-        if status == old:
-            return
-        self.statuses.append(status)
-        if status in PAUSE_STATUSES and old not in PAUSE_STATUSES:
-            for found in self.clocks.values():
-                self._pause(found)
-        elif old in PAUSE_STATUSES and status not in PAUSE_STATUSES:
-            for found in self.clocks.values():
-                self._resume(found)
-
-    def _pause(self, found: _Clock) -> None:
-        if found.state == "running":
-            found.paused_at = self.now
-
-    def _resume(self, found: _Clock) -> None:
-        if found.state == "paused" and found.paused_at is not None:
-            found.paused += self.now - found.paused_at
-            found.paused_at = None
-
-    def set_status(self, status: str) -> None:
-        self.calls.append(("set_status", status))
-        self._become(status)
-
-    def set_priority(self, priority: str) -> None:
-        self.calls.append(("set_priority", _check("priority", priority, PRIORITIES)))
-
-    def set_category(self, category: str) -> None:
-        self.calls.append(("set_category", category))
-
-    def assign_group(self, group: str) -> None:
-        self.calls.append(("assign_group", _check("group", group, GROUPS)))
-
-    def escalate(self, group: str, reason: str = "") -> None:
-        self.calls.append(("escalate", _check("group", group, GROUPS), reason))
-        self._become("escalated")
-
-    def notify(self, group: str, template: str) -> None:
-        self.calls.append(
-            ("notify", _check("group", group, GROUPS), _check("template", template, AGENT_TEMPLATES))
-        )
-
-    def notify_lead(self, group: str, template: str) -> None:
-        group, template = _check("group", group, GROUPS), _check("template", template, AGENT_TEMPLATES)
-        self.calls.append(("notify_lead", group, template))
-
-    def notify_assignee(self, template: str) -> None:
-        self.calls.append(("notify_assignee", _check("template", template, AGENT_TEMPLATES)))
-
-    def send_template(self, template: str) -> None:
-        self.calls.append(("send_template", _check("template", template, TEMPLATES)))
-
-    def close(self, reason: str = "") -> None:
-        self.calls.append(("close", reason))
-        for found in self.clocks.values():
-            found.stopped, found.paused_at = True, None
-        self._become("closed")
-
-    def start_sla(self, clock: str) -> None:
-        self.calls.append(("start_sla", _check("clock", clock, SLA_TARGETS)))
-        self.clocks[clock] = _Clock(started=self.now)
-        if self.status in PAUSE_STATUSES:
-            self.clocks[clock].paused_at = self.now
-
-    def pause_sla(self, clock: str) -> None:
-        self.calls.append(("pause_sla", clock))
-        self._pause(self._started(clock))
-
-    def resume_sla(self, clock: str) -> None:
-        self.calls.append(("resume_sla", clock))
-        self._resume(self._started(clock))
-
-    def stop_sla(self, clock: str) -> None:
-        self.calls.append(("stop_sla", _check("clock", clock, SLA_TARGETS)))
-        found = self.clocks.get(clock)
-        if found is not None:
-            found.stopped, found.paused_at = True, None
-
-    def sla_due(self, clock: str, percent: float = 100) -> str:
-        found = self._started(clock)
-        if found.state != "running":
-            return NEVER.isoformat()
-        # The real desk returns an aware datetime and the desk's script engine hands it over as ISO text.
-        return (found.started + SLA_TARGETS[clock] * percent / 100 + found.paused).isoformat()
-
-    def _started(self, clock: str) -> _Clock:
-        found = self.clocks.get(_check("clock", clock, SLA_TARGETS))
-        if found is None:
-            raise ValueError(f"SLA clock {clock} was never started on this ticket")
-        return found
-
-
-def _check(kind: str, value: str, allowed: Any) -> str:
-    if value not in allowed:
-        raise ValueError(f"unknown {kind} {value!r}")
-    return value
+    def sla_due_text(self, clock: str, percent: float = 100) -> str:
+        return self.sla_due(clock, percent).isoformat()
 
 
 # --- driving one ticket ------------------------------------------------------------------------
@@ -221,7 +73,7 @@ class Walk:
 
     def __init__(self, spec: Any, subprocess_specs: dict[str, Any], *, reload_each_step: bool) -> None:
         self.now = T0
-        self.desk = FakeDesk(T0)
+        self.desk = PlainEngineDesk(T0)
         self.reload_each_step = reload_each_step
         self.workflow = BpmnWorkflow(spec, subprocess_specs, script_engine=self._script_engine())
         self._engine_call(self.workflow.do_engine_steps)
@@ -703,29 +555,21 @@ def test_a_boundary_reply_catch_is_armed_once_per_task_activation(walk: Walk) ->
     assert walk.waiting_for_reply() == ["work_tier_1_customer_replied"]  # armed again for the next task
 
 
-def test_the_fake_desk_keeps_the_desks_sla_contract() -> None:
-    desk = FakeDesk(T0)
+def test_the_plain_engine_desk_hands_sla_due_to_scripts_as_iso_text() -> None:
+    """What differs from the shared fake desk (its contract is tested in test_runtime.py)."""
+    desk = PlainEngineDesk(T0)
+    functions = desk.functions()
+    assert list(functions) == list(DESK_OPERATIONS)
+    assert all(functions[name] == getattr(desk, name) for name in DESK_OPERATIONS if name != "sla_due")
+    sla_due = functions["sla_due"]
     with pytest.raises(ValueError, match="never started"):
-        desk.sla_due("resolution")
-    desk.stop_sla("next_response")  # never started: nothing to stop
-    assert desk.clock("next_response") is None
-    desk.set_status("open")
+        sla_due("resolution")
     desk.start_sla("resolution")
-    assert desk.sla_due("resolution") == (T0 + RESOLUTION).isoformat()
-    assert desk.sla_due("resolution", 75) == (T0 + timedelta(hours=54)).isoformat()
-    desk.now = T0 + timedelta(hours=1)
+    assert sla_due("resolution") == (T0 + RESOLUTION).isoformat()
+    assert sla_due("resolution", 75) == (T0 + timedelta(hours=54)).isoformat()
     desk.set_status("waiting_on_customer")
-    assert desk.clock("resolution") == "paused"
-    assert desk.sla_due("resolution", 150) == NEVER.isoformat()
-    desk.start_sla("next_response")  # started under a pause status: starts paused
-    assert desk.clock("next_response") == "paused"
-    desk.now = T0 + timedelta(hours=5)
-    desk.set_status("open")
-    assert desk.clock("resolution") == desk.clock("next_response") == "running"
-    assert desk.sla_due("resolution", 150) == (T0 + RESOLUTION * 1.5 + timedelta(hours=4)).isoformat()
-    desk.stop_sla("resolution")
-    desk.stop_sla("resolution")  # no longer running: nothing happens
-    assert desk.sla_due("resolution") == NEVER.isoformat()
+    assert sla_due("resolution", 150) == NEVER.isoformat()
+    assert desk.sla_due("resolution") == NEVER  # the desk itself still answers with a datetime
 
 
 # --- the diagram as a document -----------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,16 +31,12 @@ from engine.errors import (
 from engine.runtime import Definition, Instance, Step, UserTaskView
 from engine.sandbox import SandboxedScriptEngine
 
-from .lifecycle_facts import ACKNOWLEDGED, ANSWERED, DESK_OPERATIONS, RESOLVED
+from .fake_desk import NEVER, SLA_TARGETS, FakeDesk
+from .lifecycle_facts import ACKNOWLEDGED, ANSWERED, RESOLVED
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "runtime"
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-SLA_TARGETS = {
-    "first_response": timedelta(hours=8),
-    "next_response": timedelta(hours=24),
-    "resolution": timedelta(hours=72),
-}
 TRIAGE = {"category": "incident", "priority": "P2", "summary": "VPN drops every hour"}
 TRIAGED = [
     ("set_priority", "P2"),
@@ -60,154 +55,6 @@ def lifecycle() -> Definition:
 
 def _diagram(name: str) -> Definition:
     return Definition.parse((DATA / f"{name}.bpmn").read_bytes(), f"{name}.bpmn", name)
-
-
-# --- a recording desk --------------------------------------------------------------------------
-PAUSE_STATUSES = {"waiting_on_customer"}  # the default policy's pause statuses
-NEVER = datetime(9999, 1, 1, tzinfo=UTC)  # when a paused or stopped clock is due
-
-
-@dataclass
-class _Clock:
-    started: datetime
-    paused: timedelta = timedelta(0)
-    paused_at: datetime | None = None
-    stopped: bool = False
-
-    @property
-    def state(self) -> str:
-        return "stopped" if self.stopped else "paused" if self.paused_at is not None else "running"
-
-
-class FakeDesk:
-    """The desk operations scripts call: records each call (also into ``journal``), keeps the status
-    and SLA clocks. It keeps the desk's contract (as tests/engine/test_lifecycle_diagram.py's fake
-    does), in wall-clock time instead of business time:
-
-    * ``sla_due(clock, percent)`` answers, as the real desk does, with an aware datetime: when
-      ``percent`` % of the clock's target is used, plus the time the clock was paused; a paused or
-      stopped clock is never due (year 9999); a clock never started is refused.
-    * Clocks pause by themselves when the status becomes a pause status and resume when it
-      leaves; ``start_sla`` under a pause status starts the clock paused.
-    * ``stop_sla`` of a clock that is not running (or was never started) does nothing.
-
-    Unlike the desk, it does not re-time armed ``sla_due`` timers when a clock pauses or resumes.
-    """
-
-    def __init__(self, now: datetime, journal: list[Any]) -> None:
-        self.now = now
-        self.calls: list[tuple[Any, ...]] = []
-        self.journal = journal
-        self.statuses: list[str] = []
-        self.clocks: dict[str, _Clock] = {}
-
-    def functions(self) -> dict[str, Callable[..., Any]]:
-        return {name: getattr(self, name) for name in DESK_OPERATIONS}
-
-    def take(self) -> list[tuple[Any, ...]]:
-        """The calls made since the last take."""
-        calls, self.calls = self.calls, []
-        return calls
-
-    @property
-    def status(self) -> str | None:
-        return self.statuses[-1] if self.statuses else None
-
-    def clock(self, name: str) -> str | None:
-        """``running``, ``paused`` or ``stopped``; None for a clock never started."""
-        found = self.clocks.get(name)
-        return found.state if found else None
-
-    def _record(self, *call: Any) -> None:
-        self.calls.append(call)
-        self.journal.append(call)
-
-    def _become(self, status: str) -> None:
-        old = self.status
-        if status == old:
-            return
-        self.statuses.append(status)
-        if status in PAUSE_STATUSES and old not in PAUSE_STATUSES:
-            for found in self.clocks.values():
-                if found.state == "running":
-                    found.paused_at = self.now
-        elif old in PAUSE_STATUSES and status not in PAUSE_STATUSES:
-            for found in self.clocks.values():
-                if found.state == "paused" and found.paused_at is not None:
-                    found.paused += self.now - found.paused_at
-                    found.paused_at = None
-
-    def set_status(self, status: str) -> None:
-        self._record("set_status", status)
-        self._become(status)
-
-    def set_priority(self, priority: str) -> None:
-        self._record("set_priority", priority)
-
-    def set_category(self, category: str) -> None:
-        self._record("set_category", category)
-
-    def assign_group(self, group: str) -> None:
-        self._record("assign_group", group)
-
-    def escalate(self, group: str, reason: str = "") -> None:
-        self._record("escalate", group, reason)
-        self._become("escalated")
-
-    def notify(self, group: str, template: str) -> None:
-        self._record("notify", group, template)
-
-    def notify_lead(self, group: str, template: str) -> None:
-        self._record("notify_lead", group, template)
-
-    def notify_assignee(self, template: str) -> None:
-        self._record("notify_assignee", template)
-
-    def send_template(self, template: str) -> None:
-        self._record("send_template", template)
-
-    def close(self, reason: str = "") -> None:
-        self._record("close", reason)
-        for found in self.clocks.values():
-            found.stopped, found.paused_at = True, None
-        self._become("closed")
-
-    def start_sla(self, clock: str) -> None:
-        self._record("start_sla", clock)
-        self.clocks[clock] = _Clock(
-            started=self.now, paused_at=self.now if self.status in PAUSE_STATUSES else None
-        )
-
-    def pause_sla(self, clock: str) -> None:  # no longer called by the lifecycle; kept as the desk has it
-        self._record("pause_sla", clock)
-        found = self._started(clock)
-        if found.state == "running":
-            found.paused_at = self.now
-
-    def resume_sla(self, clock: str) -> None:
-        self._record("resume_sla", clock)
-        found = self._started(clock)
-        if found.state == "paused" and found.paused_at is not None:
-            found.paused += self.now - found.paused_at
-            found.paused_at = None
-
-    def stop_sla(self, clock: str) -> None:
-        self._record("stop_sla", clock)
-        found = self.clocks.get(clock)
-        if found is not None:
-            found.stopped, found.paused_at = True, None
-
-    def sla_due(self, clock: str, percent: float = 100) -> datetime:
-        found = self._started(clock)
-        if found.state != "running":
-            return NEVER
-        return found.started + SLA_TARGETS[clock] * percent / 100 + found.paused
-
-    def _started(self, clock: str) -> _Clock:
-        found = self.clocks.get(clock)
-        if found is None:
-            raise ValueError(f"SLA clock {clock} was never started on this ticket")
-        return found
 
 
 # --- driving one instance as the desk does -----------------------------------------------------
@@ -229,7 +76,7 @@ class Ticket:
         self.mode = mode
         self.now = T0
         self.journal: list[Any] = []  # Steps (on_step) interleaved with desk calls, as an audit trail
-        self.desk = FakeDesk(T0, self.journal)
+        self.desk = FakeDesk(T0, journal=self.journal)
         self.stored = ""
         self.instance, self.steps = Instance.start(
             definition, data=data or {}, now=T0, functions=self.desk.functions(), on_step=self.journal.append
@@ -304,7 +151,9 @@ def ticket(lifecycle: Definition) -> Ticket:
 
 
 def test_the_fake_desk_keeps_the_desks_sla_contract() -> None:
-    desk = FakeDesk(T0, [])
+    """The one test of tests/engine/fake_desk.py, which test_lifecycle_diagram.py walks too."""
+    journal: list[Any] = []
+    desk = FakeDesk(T0, journal=journal)
     resolution = SLA_TARGETS["resolution"]
     with pytest.raises(ValueError, match="never started"):
         desk.sla_due("resolution")
@@ -328,6 +177,21 @@ def test_the_fake_desk_keeps_the_desks_sla_contract() -> None:
     desk.stop_sla("resolution")  # no longer running: nothing happens
     assert desk.sla_due("resolution") == NEVER
     assert desk.statuses == ["open", "waiting_on_customer", "open"]
+    for refused in (lambda: desk.set_status("pending"), lambda: desk.notify_lead("tier-9", "escalated")):
+        with pytest.raises(ValueError, match="unknown"):
+            refused()
+    made = [
+        ("stop_sla", "next_response"),
+        ("set_status", "open"),
+        ("start_sla", "resolution"),
+        ("set_status", "waiting_on_customer"),
+        ("start_sla", "next_response"),
+        ("set_status", "open"),
+        ("stop_sla", "resolution"),
+        ("stop_sla", "resolution"),
+    ]
+    assert desk.take() == journal == made  # sla_due is a question, not a call the desk records
+    assert desk.take() == []
 
 
 # --- starting ----------------------------------------------------------------------------------

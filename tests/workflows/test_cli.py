@@ -162,3 +162,26 @@ def test_run_prepares_an_empty_desk_once_and_then_changes_nothing(tmp_path: Path
     tasks = json.loads(CliRunner().invoke(main, ["task", "list", "--json"], obj=laptop).output)
     assert sorted(t["ticket"] for t in tasks) == ["LD-1001", "LD-1002", "LD-1003"]
     laptop.engine.dispose()
+
+
+def test_sla_check_prints_the_calendars_and_policies(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("sla", "check", str(REPO / "docs" / "sla.example.yaml"))
+    assert result.exit_code == 0
+    assert "calendar prague (Europe/Prague, Mon\u2013Fri 09:00\u201317:00, holidays CZ)" in result.output
+    assert "policy enterprise (bigcustomer.example; calendar follow-the-sun)" in result.output
+    assert "resolution 8h00/16h00/40h00/80h00 (P1/P2/P3/P4)" in result.output
+
+
+def test_a_broken_sla_file_is_refused_before_any_process_starts(  # type: ignore[no-untyped-def]
+    cli, desk: Desk, tmp_path: Path
+) -> None:
+    broken = tmp_path / "sla.yaml"
+    broken.write_text("policies:\n  - name: standard\n    targets: {first_response: {P1: 1d}}\n")
+    result = cli("sla", "check", str(broken))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {broken}: policies.standard.targets.first_response: ")
+    configured = dataclasses.replace(desk, settings=dataclasses.replace(desk.settings, sla_config=broken))
+    for command in (["worker"], ["beat"], ["run", "--once"]):
+        refused = CliRunner().invoke(main, command, obj=configured)
+        assert refused.exit_code == 1, command
+        assert refused.output.startswith(f"error: {broken}: "), refused.output

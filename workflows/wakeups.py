@@ -55,10 +55,13 @@ def claim_due(session: Session, now: datetime, *, limit: int = 1000, lease: time
         .order_by(table.c.next_wake_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .cte("due")
     )
+    # UPDATE ... FROM the CTE (not WHERE id IN (subquery)): PostgreSQL then joins the few due ids
+    # to the primary key instead of hashing the whole table (bench.timers: 10k-100k rows).
     claim = (
         update(table)
-        .where(table.c.id.in_(due.scalar_subquery()))
+        .where(table.c.id == due.c.id)
         .values(wake_claimed_until=now + lease)
         .returning(table.c.id)
     )

@@ -922,8 +922,8 @@ class ScanRow:
     due_shape: str
 
 
-def claim_sql(desk: Desk, now: datetime) -> tuple[str, dict[str, Any]]:
-    """The exact SQL and parameters ``claim_due`` sends (captured from the driver, rolled back)."""
+def claim_sql(desk: Desk, now: datetime) -> list[tuple[str, dict[str, Any]]]:
+    """The exact statements and parameters ``claim_due`` sends (captured from the driver, rolled back)."""
     captured: list[tuple[str, Any]] = []
 
     def grab(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
@@ -936,24 +936,44 @@ def claim_sql(desk: Desk, now: datetime) -> tuple[str, dict[str, Any]]:
             session.rollback()
     finally:
         event.remove(desk.engine, "before_cursor_execute", grab)
-    statement, parameters = next(c for c in captured if c[0].lstrip().upper().startswith(("UPDATE", "WITH")))
-    return statement, dict(parameters)
+    claims = [
+        (st, dict(params)) for st, params in captured if st.lstrip().upper().startswith(("SELECT", "UPDATE"))
+    ]
+    if not claims:
+        raise RuntimeError("claim_due sent no SELECT/UPDATE")
+    return claims
 
 
 def explain(desk: Desk, now: datetime, *, as_text: bool = False) -> Any:
-    """EXPLAIN (ANALYZE, BUFFERS) of the scan at ``now``, in a transaction rolled back."""
-    statement, parameters = claim_sql(desk, now)
+    """EXPLAIN (ANALYZE, BUFFERS) of the scan's statements at ``now``, run in order and rolled back.
+
+    The scan is a SELECT ... FOR UPDATE SKIP LOCKED and (when something is due) an UPDATE by
+    primary key: their times and buffers are added up, their plans kept side by side.
+    """
+    statements = claim_sql(desk, now)
     fmt = "TEXT" if as_text else "JSON"
+    plans: list[Any] = []
     with desk.engine.connect() as conn:
         try:
-            result = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT {fmt}) {statement}", parameters)
-            rows = [r[0] for r in result]
+            for statement, parameters in statements:
+                result = conn.exec_driver_sql(
+                    f"EXPLAIN (ANALYZE, BUFFERS, FORMAT {fmt}) {statement}", parameters
+                )
+                plans.append([r[0] for r in result])
         finally:
             conn.rollback()
     if as_text:
-        return rows
-    plan = rows[0] if isinstance(rows[0], list) else json.loads(rows[0])
-    return plan[0]
+        return [line for rows in plans for line in rows]
+    parsed = [(rows[0] if isinstance(rows[0], list) else json.loads(rows[0]))[0] for rows in plans]
+    nodes = [p["Plan"] for p in parsed]
+    return {
+        "Execution Time": sum(p["Execution Time"] for p in parsed),
+        "Plan": {
+            "Node Type": "Claim",
+            "Plans": nodes,
+            "Shared Hit Blocks": sum(_buffers(n) for n in nodes),
+        },
+    }
 
 
 def time_claims(desk: Desk, reps: int, expect: int, *, vacuum_between: bool) -> list[float]:
@@ -1224,8 +1244,8 @@ def print_scan(rows: list[ScanRow], plan: list[str], due: int, reps: int, scan_s
         f"({large.idle_ms / scan_seconds / 10:.2f}% of one core) at {large.pending:,} pending"
     )
     log(f"   EXPLAIN (ANALYZE, BUFFERS), {large.pending:,} pending + {due:,} due:")
-    for line in plan:
-        log(f"     {line}")
+    for line in plan:  # the UPDATE's id list runs to thousands of characters
+        log(f"     {line if len(line) <= 160 else line[:157] + '...'}")
     uses_index = any("ix_workflow_instance_due" in line for line in plan)
     seq = [line.strip().split("  (")[0].lstrip("-> ") for line in plan if "Seq Scan" in line]
     log(

@@ -38,10 +38,11 @@ MAX_BACKOFF = timedelta(hours=1)
 def claim_due(session: Session, now: datetime, *, limit: int = 1000, lease: timedelta = LEASE) -> list[int]:
     """Claim up to ``limit`` due instances, most overdue first, and return their ids.
 
-    One conditional UPDATE: running, due, and not claimed by an earlier scan whose lease is
-    still good; PostgreSQL skips rows another transaction holds (``FOR UPDATE SKIP LOCKED``), so
-    scans running side by side never hand out one instance twice. The cost is one range scan
-    of ``ix_workflow_instance_due`` over the due rows only, however many wait in the future.
+    Selects rows that are running, due, and not claimed by an earlier scan whose lease is still
+    good, locking them (PostgreSQL skips rows another transaction holds: ``FOR UPDATE SKIP
+    LOCKED``), then stamps the lease on them by primary key. Scans running side by side never
+    hand out one instance twice. The cost is one range scan of ``ix_workflow_instance_due`` over
+    the due rows only, however many wait in the future.
     """
     table = WorkflowInstance.__table__
     assert isinstance(table, Table)
@@ -55,17 +56,13 @@ def claim_due(session: Session, now: datetime, *, limit: int = 1000, lease: time
         .order_by(table.c.next_wake_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
-        .cte("due")
     )
-    # UPDATE ... FROM the CTE (not WHERE id IN (subquery)): PostgreSQL then joins the few due ids
-    # to the primary key instead of hashing the whole table (bench.timers: 10k-100k rows).
-    claim = (
-        update(table)
-        .where(table.c.id == due.c.id)
-        .values(wake_claimed_until=now + lease)
-        .returning(table.c.id)
-    )
-    return sorted(session.execute(claim).scalars())
+    ids = sorted(session.scalars(due))  # locked until commit: no other scan can take them
+    if ids:
+        # By primary key, in a second statement: folded into one UPDATE ... WHERE id IN (subquery)
+        # PostgreSQL's planner hashes the whole table at 10k-100k rows (bench.timers).
+        session.execute(update(table).where(table.c.id.in_(ids)).values(wake_claimed_until=now + lease))
+    return ids
 
 
 def wake_instance(session: Session, settings: Settings, instance_id: int, *, now: datetime) -> bool:

@@ -16,10 +16,12 @@ from types import FrameType
 
 import click
 
-from workflows.cli import desk, main, prepare_desk
+from workflows.cli import EXIT_USAGE, desk, main, prepare_desk
+from workflows.inbound import Envelope
 from workflows.sla import load_sla_config
 
 from .celery_app import create_celery
+from .jobs import ingest
 
 #: Loggers that write a line per task (a scan every few seconds): kept at WARNING unless DEBUG.
 CHATTY_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.beat")
@@ -85,6 +87,37 @@ def run(ctx: click.Context, no_demo: bool, once: bool) -> None:
     click.echo("stopped")
 
 
+#: sysexits.h EX_TEMPFAIL: the MTA keeps the message and tries again later.
+EX_TEMPFAIL = 75
+
+
+@main.command("mailgate")
+@click.option("--mailbox", help="The desk address this pipe serves (routing; default: the first recipient).")
+@click.option("--from", "mail_from", help="Envelope sender (Postfix: ${sender}).")
+@click.option(
+    "--to", "recipients", multiple=True, help="Envelope recipient (Postfix: ${recipient}); repeatable."
+)
+@click.pass_context
+def mailgate(
+    ctx: click.Context, mailbox: str | None, mail_from: str | None, recipients: tuple[str, ...]
+) -> None:
+    """Take one RFC 5322 message on stdin (an MTA pipe). Exit 0 once stored, 75 to make the MTA retry."""
+    raw = sys.stdin.buffer.read()
+    if not raw.strip():
+        click.echo("error: no message on stdin", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        d = desk(ctx)
+        stored = ingest(
+            create_celery(d.settings), d, raw, Envelope("mailgate", mail_from, recipients, mailbox)
+        )
+    except Exception as exc:  # nothing stored: the MTA keeps the message and retries
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        click.echo(f"error: could not store the message, try again later: {detail}", err=True)
+        sys.exit(EX_TEMPFAIL)
+    click.echo(f"stored as mail {stored.id}" + (" (already had it)" if stored.duplicate else ""))
+
+
 def _quiet(loglevel: str) -> None:
     if loglevel.upper() != "DEBUG":
         for name in CHATTY_LOGGERS:
@@ -126,3 +159,8 @@ def supervise(commands: list[list[str]], *, grace: float = STOP_GRACE_SECONDS) -
             signal.signal(sig, handler)
     codes = [p.returncode for p in processes]
     return next((c for c in codes if c not in (0, -signal.SIGTERM)), 0)
+
+
+# Commands defined beside the code they run (registered on `main` when imported).
+from . import imap as _imap  # noqa: E402, F401
+from . import smtpd as _smtpd  # noqa: E402, F401

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import timedelta
 
 import sqlalchemy
-from celery import Task, shared_task
+from celery import Celery, Task, shared_task
 from sqlalchemy.exc import OperationalError
 
 from workflows.app import Desk, build_desk
+from workflows.inbound import Envelope, Stored, process_or_quarantine, store_raw, unprocessed
 from workflows.settings import Settings
 from workflows.wakeups import WakeFailed, claim_due, wake_or_record_failure
 
 log = logging.getLogger(__name__)
+
+#: How long a stored message may wait for its processing task before the sweep queues it again.
+SWEEP_GRACE = timedelta(seconds=30)
 
 #: Due instances one scan hands out; the rest wait for the next scan, seconds later.
 SCAN_LIMIT = 5000
@@ -90,3 +95,55 @@ def purge_delivered(broker_url: str) -> int:
             return int(result.rowcount or 0)
     finally:
         engine.dispose()
+
+
+@shared_task(
+    name="lanedesk.process_mail",
+    bind=True,
+    acks_late=True,  # idempotent: a message already processed is left as it is
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=8,
+)
+def process_mail(self: Task, mail_id: int) -> str:
+    """Turn one stored inbound message into a ticket or a follow-up (or quarantine it)."""
+    desk = desk_for(self)
+    return process_or_quarantine(desk.sessions, desk.settings, mail_id, now=desk.clock()).state
+
+
+@shared_task(name="lanedesk.sweep_mail", bind=True, acks_late=False, ignore_result=True)
+def sweep_mail(self: Task) -> int:
+    """Queue stored messages whose processing task was lost (broker down at ingest time)."""
+    desk = desk_for(self)
+    with desk.unit_of_work(readonly=True) as session:
+        ids = unprocessed(session, older_than=desk.clock() - SWEEP_GRACE)
+    publish_processing(self.app, ids)
+    return len(ids)
+
+
+def publish_processing(app: Celery, ids: list[int]) -> None:
+    if ids:
+        task = app.tasks[process_mail.name]
+        with app.producer_or_acquire() as producer:
+            for mail_id in ids:
+                task.apply_async((mail_id,), producer=producer)
+
+
+def ingest(app: Celery, desk: Desk, raw: bytes, envelope: Envelope) -> Stored:
+    """The one entry point of every mail channel: store durably (commit), then queue processing.
+
+    Raises when the message could not be stored (the channel must then refuse it: exit 75,
+    SMTP 451, leave it on the IMAP server). A failure to queue is only logged: the raw copy is
+    committed and beat's sweep queues it.
+    """
+    with desk.unit_of_work() as session:
+        stored = store_raw(session, raw, envelope, now=desk.clock())
+    if not stored.duplicate:
+        try:
+            publish_processing(app, [stored.id])
+        except Exception:
+            log.warning("mail %s stored, but not queued (the sweep will queue it)", stored.id, exc_info=True)
+    return stored

@@ -7,6 +7,8 @@ from typing import Any
 
 from workflows.settings import Settings
 
+#: How often stored mail whose processing task was lost is queued again.
+MAIL_SWEEP_EVERY = timedelta(seconds=30)
 #: How often delivered messages are deleted from the embedded (SQLite) broker.
 BROKER_PURGE_EVERY = timedelta(minutes=1)
 
@@ -25,6 +27,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             # A scan not started before the next is due is dropped, not queued up behind it.
             "options": {"expires": every},
         },
+    }
+    schedule["sweep-mail"] = {
+        "task": "lanedesk.sweep_mail",
+        "schedule": MAIL_SWEEP_EVERY.total_seconds(),
+        "options": {"expires": MAIL_SWEEP_EVERY.total_seconds()},
     }
     if settings.embedded_broker:
         schedule["purge-broker"] = {

@@ -19,6 +19,8 @@ from . import audit, bootstrap
 from .app import Desk, build_desk
 from .definitions import deploy_definition, validate_definition
 from .errors import DeskError
+from .inbound import Envelope, Outcome, process_or_quarantine, quarantined, requeue, store_raw
+from .mailfiles import count_messages, read_messages
 from .output import dump_json, print_tasks, print_ticket, task_dict, ticket_dict
 from .settings import SettingsError
 from .sla import SlaConfigError, load_sla_config
@@ -311,6 +313,89 @@ def ticket_retry(ctx: click.Context, ticket_id: str, as_email: str) -> None:
         row = instance_of(session, get_ticket(session, d.settings, ticket_id))
         retry_instance(session, d.settings, row.id, now=d.clock(), actor=audit.actor_of(user))
     click.echo(f"{ticket_id}: the process runs again")
+
+
+@main.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--mailbox", help="The desk address these messages came to (routing).")
+@click.option("--json", "as_json", is_flag=True, help="The summary as JSON.")
+@click.pass_context
+def ingest(ctx: click.Context, paths: tuple[Path, ...], mailbox: str | None, as_json: bool) -> None:
+    """Import .eml files, mbox files or Maildirs (e.g. from another desk), processing each at once."""
+    d = desk(ctx)
+    total = count_messages(list(paths))
+    summary: dict[str, int] = {}
+    with click.progressbar(
+        read_messages(list(paths)), length=total, label="ingesting", file=sys.stderr, show_pos=True
+    ) as messages:
+        for _label, raw in messages:
+            with d.unit_of_work() as session:
+                stored = store_raw(session, raw, Envelope("file", mailbox=mailbox), now=d.clock())
+            outcome = process_or_quarantine(d.sessions, d.settings, stored.id, now=d.clock())
+            kind = _summary_kind(outcome, stored.duplicate)
+            summary[kind] = summary.get(kind, 0) + 1
+    if as_json:
+        click.echo(dump_json({"messages": total, **summary}))
+    else:
+        click.echo(
+            f"{total} message(s): " + (", ".join(f"{n} {k}" for k, n in sorted(summary.items())) or "none")
+        )
+
+
+def _summary_kind(outcome: Outcome, duplicate: bool) -> str:
+    if duplicate or outcome.state == "duplicate":
+        return "duplicates"
+    if outcome.state == "processed":
+        return "new tickets" if outcome.decision.startswith("new ticket") else "follow-ups"
+    return {"auto_generated": "auto-generated", "bounce": "bounces"}.get(outcome.state, outcome.state)
+
+
+@main.group()
+def mail() -> None:
+    """Inbound mail that could not be processed."""
+
+
+@mail.command("quarantine")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def mail_quarantine(ctx: click.Context, as_json: bool) -> None:
+    """List quarantined messages with the reason."""
+    d = desk(ctx)
+    with d.unit_of_work(readonly=True) as session:
+        rows = quarantined(session)
+        items: list[dict[str, Any]] = [
+            {
+                "id": r.id,
+                "received_at": r.received_at.isoformat(),
+                "message_id": r.message_id,
+                "reason": r.reason,
+            }
+            for r in rows
+        ]
+    if as_json:
+        click.echo(dump_json(items))
+    elif not items:
+        click.echo("nothing in quarantine")
+    for item in [] if as_json else items:
+        click.echo(f"{item['id']:>6}  {item['received_at'][:16]}  {item['reason']}")
+
+
+@mail.command("reprocess")
+@click.argument("mail_ids", nargs=-1, type=int)
+@click.option("--all", "everything", is_flag=True, help="Every quarantined message.")
+@click.pass_context
+def mail_reprocess(ctx: click.Context, mail_ids: tuple[int, ...], everything: bool) -> None:
+    """Process quarantined messages again (after the cause was fixed)."""
+    if not mail_ids and not everything:
+        fail("name mail ids or use --all", EXIT_USAGE)
+    d = desk(ctx)
+    with d.unit_of_work() as session:
+        ids = [r.id for r in quarantined(session)] if everything else list(mail_ids)
+        for mail_id in ids:
+            requeue(session, mail_id)
+    for mail_id in ids:
+        outcome = process_or_quarantine(d.sessions, d.settings, mail_id, now=d.clock())
+        click.echo(f"mail {mail_id}: {outcome.state}: {outcome.decision}")
 
 
 @main.group()

@@ -92,6 +92,22 @@ class Customer(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
+    #: Set when a delivery status notification says mail to this address failed for good:
+    #: no automatic mail goes there any more (agents still see the address).
+    bounced_at: Mapped[datetime | None]
+    bounce_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class TicketParticipant(Base):
+    """Someone besides the requester who may write on a ticket (the Cc of the opening mail)."""
+
+    __tablename__ = "ticket_participant"
+    __table_args__ = (UniqueConstraint("ticket_id", "email"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(16))  # cc
+    created_at: Mapped[datetime]
 
 
 class DefinitionContent(Base):
@@ -201,6 +217,48 @@ class ConversationEntry(Base):
     author_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
+    #: The mail this entry came from (its full body, headers and attachments are there).
+    mail_id: Mapped[int | None] = mapped_column(ForeignKey("mail_message.id"), index=True)
+
+
+class MailMessage(Base):
+    """One inbound message: its raw bytes first (durable), then what processing made of it.
+
+    ``state``: stored (waiting to be processed) | processed | duplicate | auto_generated |
+    bounce | quarantined. ``decision`` says why it went where it went (threading, refusals).
+    """
+
+    __tablename__ = "mail_message"
+    __table_args__ = (Index("ix_mail_message_state", "state", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    message_id: Mapped[str | None] = mapped_column(String(998), index=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int]
+    source: Mapped[str] = mapped_column(String(16))  # mailgate | smtp | lmtp | imap | file
+    mailbox: Mapped[str | None] = mapped_column(String(320))
+    envelope_from: Mapped[str | None] = mapped_column(String(998))
+    envelope_to: Mapped[list[str]] = mapped_column(JSON, default=list)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    decision: Mapped[str | None] = mapped_column(Text)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    received_at: Mapped[datetime]
+    processed_at: Mapped[datetime | None]
+
+
+class Attachment(Base):
+    """A file that came with a mail (sanitised name; the bytes stay with the raw mail too)."""
+
+    __tablename__ = "attachment"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mail_id: Mapped[int] = mapped_column(ForeignKey("mail_message.id"), index=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int]
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class AuditEvent(Base):

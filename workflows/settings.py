@@ -57,6 +57,13 @@ def _lane_groups(env: Mapping[str, str], name: str) -> dict[str, str]:
     return mapping
 
 
+def _secret(env: Mapping[str, str], name: str) -> str:
+    raw = _raw(env, name) or ""
+    if raw and len(raw) < 32:
+        raise SettingsError(f"{name}: must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+    return raw
+
+
 def _domain(env: Mapping[str, str], name: str) -> str:
     raw = _raw(env, name) or "lanedesk.localhost"
     if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?", raw) or ".." in raw:
@@ -84,6 +91,11 @@ class Settings:
     broker_url: str = ""
     timer_scan_seconds: int = 2
     worker_concurrency: int = 2
+    #: Signs reply tokens (and, with the web UI, sessions). Unset: one is generated into
+    #: ``data_dir/secret_key`` on first use (workflows/secrets.py).
+    secret_key: str = ""
+    #: The desk's own addresses (support@...): mail to them is not a Cc worth keeping.
+    mailboxes: tuple[str, ...] = ()
 
     @property
     def embedded_broker(self) -> bool:
@@ -137,4 +149,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         broker_url=broker_url,
         timer_scan_seconds=_int(env, "LANEDESK_TIMER_SCAN_SECONDS", 2, minimum=1),
         worker_concurrency=_int(env, "LANEDESK_WORKER_CONCURRENCY", 2, minimum=1),
+        secret_key=_secret(env, "LANEDESK_SECRET_KEY"),
+        mailboxes=tuple(
+            a.strip().lower() for a in (_raw(env, "LANEDESK_MAILBOXES") or "").split(",") if a.strip()
+        ),
     )

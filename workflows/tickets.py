@@ -167,12 +167,33 @@ def add_customer_reply(
     """
     ticket = get_ticket(session, settings, ticket_ref)
     if normalise_email(sender) != ticket.requester.email:
-        # Ticket numbers are guessable: only the requester may speak on a ticket (CCs and
-        # signed reply tokens arrive with the mail issue). Nothing is written.
+        # Ticket numbers are guessable: from the command line only the requester may speak on
+        # a ticket (mail also admits Cc participants and signed reply tokens). Nothing is written.
         raise PermissionDenied(f"{sender} is not the requester of ticket {reference(settings, ticket)}")
-    customer = ticket.requester
+    return record_customer_message(session, settings, ticket, ticket.requester, body, now=now)
+
+
+def record_customer_message(
+    session: Session,
+    settings: Settings,
+    ticket: Ticket,
+    customer: Customer,
+    body: str,
+    *,
+    now: datetime,
+    mail_id: int | None = None,
+) -> ConversationEntry:
+    """Put an (already authorised) customer's message on the ticket and tell its process.
+
+    The message is buffered first: if no catch event waits for it now, it waits for one.
+    """
     entry = ConversationEntry(
-        ticket_id=ticket.id, kind="inbound", customer_id=customer.id, body=body, created_at=now
+        ticket_id=ticket.id,
+        kind="inbound",
+        customer_id=customer.id,
+        body=body,
+        created_at=now,
+        mail_id=mail_id,
     )
     session.add(entry)
     session.flush()

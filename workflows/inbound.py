@@ -35,6 +35,7 @@ from .models import (
 from .secrets import ticket_from_token
 from .settings import Settings
 from .tickets import (
+    DEFAULT_PROCESS,
     customer_for,
     get_ticket,
     normalise_email,
@@ -250,6 +251,7 @@ def _customer_mail(
         body=mail.text,
         now=now,
         mailbox=row.mailbox,
+        process_id=settings.mail_routes.get((row.mailbox or "").lower(), DEFAULT_PROCESS),
     )
     first = session.scalar(
         select(ConversationEntry)

@@ -52,7 +52,7 @@ def _lane_groups(env: Mapping[str, str], name: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in raw.split(","))):
         lane, sep, group = item.partition("=")
         if not sep or not lane.strip() or not group.strip():
-            raise SettingsError(f"{name}: expected 'Lane name=group-slug,...', got {item!r}")
+            raise SettingsError(f"{name}: expected 'key=value,...' (e.g. 'Tier 2=tier-2'), got {item!r}")
         mapping[lane.strip()] = group.strip()
     return mapping
 
@@ -96,6 +96,8 @@ class Settings:
     secret_key: str = ""
     #: The desk's own addresses (support@...): mail to them is not a Cc worth keeping.
     mailboxes: tuple[str, ...] = ()
+    #: Which process a new ticket starts, by the address its mail came to (default: the bundled one).
+    mail_routes: dict[str, str] = field(default_factory=dict)
 
     @property
     def embedded_broker(self) -> bool:
@@ -150,6 +152,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         timer_scan_seconds=_int(env, "LANEDESK_TIMER_SCAN_SECONDS", 2, minimum=1),
         worker_concurrency=_int(env, "LANEDESK_WORKER_CONCURRENCY", 2, minimum=1),
         secret_key=_secret(env, "LANEDESK_SECRET_KEY"),
+        mail_routes={k.lower(): v for k, v in _lane_groups(env, "LANEDESK_MAIL_ROUTES").items()},
         mailboxes=tuple(
             a.strip().lower() for a in (_raw(env, "LANEDESK_MAILBOXES") or "").split(",") if a.strip()
         ),

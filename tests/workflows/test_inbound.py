@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -279,3 +280,18 @@ def test_a_mail_without_a_sender_is_quarantined_with_the_reason(desk: Desk, now:
         "quarantined",
         "ValueError: the message has no usable From address",
     )
+
+
+def test_the_mailbox_routes_a_new_ticket_to_its_process(desk: Desk, now: datetime) -> None:
+    routed = dataclasses.replace(desk.settings, mail_routes={"billing@desk.example": "billing_lifecycle"})
+    with desk.unit_of_work() as session:
+        billing = store_raw(
+            session,
+            mail(to="billing@desk.example"),
+            Envelope("smtp", None, ("billing@desk.example",)),
+            now=now,
+        )
+        support = store_raw(session, mail(message_id="<s@c>"), Envelope("smtp", None, (SUPPORT,)), now=now)
+    refused = inbound.process_or_quarantine(desk.sessions, routed, billing.id, now=now)
+    assert refused.state == "quarantined" and "billing_lifecycle" in refused.decision  # not deployed
+    assert inbound.process_or_quarantine(desk.sessions, routed, support.id, now=now).state == "processed"

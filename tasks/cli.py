@@ -68,9 +68,16 @@ def beat(ctx: click.Context, loglevel: str) -> None:
 @main.command("run")
 @click.option("--no-demo", is_flag=True, help="Do not add demo users and tickets to an empty desk.")
 @click.option("--once", is_flag=True, help="Prepare the desk and exit instead of starting the processes.")
+@click.option(
+    "--smtp-port",
+    type=click.IntRange(min=0, max=65535),
+    default=2525,
+    show_default=True,
+    help="Also receive mail on 127.0.0.1 at this port (0: no SMTP listener).",
+)
 @click.pass_context
-def run(ctx: click.Context, no_demo: bool, once: bool) -> None:
-    """All-in-one for a laptop: migrate, deploy, demo data, then a worker and beat until Ctrl-C."""
+def run(ctx: click.Context, no_demo: bool, once: bool, smtp_port: int) -> None:
+    """All-in-one for a laptop: migrate, deploy, demo data, then a worker, beat and an SMTP listener."""
     d = desk(ctx)
     load_sla_config(d.settings)
     prepare_desk(d, demo=not no_demo)
@@ -79,11 +86,17 @@ def run(ctx: click.Context, no_demo: bool, once: bool) -> None:
     where = (
         "embedded broker" if d.settings.embedded_broker else "broker " + d.settings.broker_url.split("@")[-1]
     )
+    processes = [[sys.executable, "-m", "tasks", "worker"], [sys.executable, "-m", "tasks", "beat"]]
+    if smtp_port:
+        processes.append(
+            [sys.executable, "-m", "tasks", "smtpd", "--host", "127.0.0.1", "--port", str(smtp_port)]
+        )
+    mail = f"; mail to any address at 127.0.0.1:{smtp_port} opens tickets" if smtp_port else ""
     click.echo(
         f"Starting a worker and beat ({where}); timers are scanned every "
-        f"{d.settings.timer_scan_seconds} s. Ctrl-C stops."
+        f"{d.settings.timer_scan_seconds} s{mail}. Ctrl-C stops."
     )
-    supervise([[sys.executable, "-m", "tasks", "worker"], [sys.executable, "-m", "tasks", "beat"]])
+    supervise(processes)
     click.echo("stopped")
 
 

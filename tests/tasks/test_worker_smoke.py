@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +24,7 @@ from sqlalchemy import func, select
 
 from tasks.celery_app import QUEUE
 from workflows.app import Desk
-from workflows.models import AuditEvent, WorkflowInstance
+from workflows.models import AuditEvent, Ticket, WorkflowInstance
 
 from ..workflows.helpers import new_ticket
 
@@ -143,17 +145,41 @@ def _children(pid: int) -> set[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
-def test_lanedesk_run_starts_worker_and_beat_and_stops_them_on_ctrl_c(
+def test_lanedesk_run_starts_worker_beat_and_smtp_and_stops_them_on_ctrl_c(
     desk: Desk, tmp_path: Path, processes: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
+    pytest.importorskip("workflows.mailparse")
     ticket_id = _overdue_ticket(desk)
     env = _env(desk, f"sqla+sqlite:///{tmp_path / 'broker.db'}", tmp_path)
-    run = processes("run", "--no-demo", env=env)
+    with socket.socket() as probe:  # a free port for the SMTP listener
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = processes("run", "--no-demo", "--smtp-port", str(port), env=env)
     _wait_for(lambda: _fired(desk, ticket_id) == 1 and _settled(desk, ticket_id), "timer firing", [run])
+    _wait_for(lambda: _accepts(port), "the SMTP listener", [run])
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:  # the laptop's whole mail-in loop
+        client.sendmail(
+            "erik@customer.example",
+            ["support@desk.example"],
+            b"From: erik@customer.example\r\nTo: support@desk.example\r\nSubject: Scanner jams\r\n"
+            b"Message-ID: <run-smoke@customer.example>\r\n\r\nIt jams on page 2.\r\n",
+        )
+    _wait_for(lambda: _ticket_with_subject(desk, "Scanner jams"), "a ticket from the mail", [run])
     children = _children(run.pid)
-    assert len(children) == 2  # the worker and beat
+    assert len(children) == 3  # worker, beat, smtpd
     assert _stop(run, signal.SIGINT) == 0
-    assert not any(Path(f"/proc/{pid}").exists() for pid in children), (
-        "worker or beat outlived `lanedesk run`"
-    )
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children), "a process outlived `lanedesk run`"
     assert "stopped" in (tmp_path / "run-0.log").read_text()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _ticket_with_subject(desk: Desk, subject: str) -> bool:
+    with desk.unit_of_work(readonly=True) as session:
+        return session.scalar(select(Ticket.id).where(Ticket.subject == subject)) is not None

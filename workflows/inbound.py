@@ -135,6 +135,16 @@ def process_mail(session: Session, settings: Settings, mail_id: int, *, now: dat
         outcome.decision,
         now,
     )
+    if outcome.ticket_id is not None:  # why this mail went where it went, on the ticket's timeline
+        audit.record(
+            session,
+            ticket_id=outcome.ticket_id,
+            actor=audit.SYSTEM,
+            action="mail_received",
+            now=now,
+            detail=outcome.decision,
+            data={"mail_id": row.id, "message_id": row.message_id, "state": outcome.state, "from": mail.from_address},
+        )
     return outcome
 
 

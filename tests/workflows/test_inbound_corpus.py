@@ -8,17 +8,26 @@ exception, never a silent drop.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
+import hypothesis
 import pytest
 from sqlalchemy.orm import Session
 
-from workflows.inbound import FINAL_STATES, Envelope, process_mail, quarantine, store_raw
+from workflows.app import Desk
+from workflows.inbound import (
+    FINAL_STATES,
+    Envelope,
+    process_mail,
+    process_or_quarantine,
+    quarantine,
+    store_raw,
+)
 from workflows.models import MailMessage
 from workflows.settings import Settings
 
-from .test_mailparse import MIKEL, corpus_files
+from .test_mailparse import MIKEL, corpus_files, mutated_mail
 
 
 @pytest.mark.parametrize("path", corpus_files(MIKEL))
@@ -42,3 +51,21 @@ def test_every_corpus_message_ends_somewhere_definite(
         assert row.state == "bounce", outcome.decision
     if row.state == "processed":
         assert row.ticket_id is not None
+
+
+@hypothesis.settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.function_scoped_fixture],
+)
+@hypothesis.given(raw=mutated_mail())
+def test_mutated_mail_never_makes_ingestion_raise(desk: Desk, raw: bytes) -> None:
+    """Store + process (as the worker runs it) returns an outcome for any bytes; nothing escapes."""
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    with desk.unit_of_work() as session:
+        stored = store_raw(session, raw, Envelope("file"), now=now)
+    outcome = process_or_quarantine(desk.sessions, desk.settings, stored.id, now=now)
+    assert outcome.state in FINAL_STATES
+    if outcome.state == "quarantined":
+        assert outcome.decision  # always with a reason

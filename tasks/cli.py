@@ -38,7 +38,7 @@ STOP_GRACE_SECONDS = 20.0
 @click.option("--hostname", "-n", help="Node name (default: lanedesk@<host>).")
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int | None, loglevel: str, hostname: str | None) -> None:
-    """Run a Celery worker: wakes due timers (and, later, sends and fetches mail)."""
+    """Run a Celery worker: wakes due timers and processes inbound mail."""
     settings = desk(ctx).settings
     load_sla_config(settings)  # a broken SLA file stops the worker here, not at the next timer
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,7 @@ def store_raw(session: Session, raw: bytes, envelope: Envelope, *, now: datetime
         raw=raw,
         size=len(raw),
         source=envelope.source,
-        mailbox=(envelope.mailbox or (recipients[0] if recipients else None)),
+        mailbox=(envelope.mailbox or (_without_tag(recipients[0]) if recipients else None)),
         envelope_from=envelope.mail_from,
         envelope_to=recipients,
         state="stored",
@@ -100,6 +100,12 @@ def store_raw(session: Session, raw: bytes, envelope: Envelope, *, now: datetime
             raise
         return Stored(found, duplicate=True)
     return Stored(row.id, duplicate=False)
+
+
+def _without_tag(address: str) -> str:
+    """``support+ld1042-…@desk.example`` → ``support@desk.example`` (the mailbox it names)."""
+    local, at, domain = address.partition("@")
+    return f"{local.split('+', 1)[0]}{at}{domain}"
 
 
 def process_mail(session: Session, settings: Settings, mail_id: int, *, now: datetime) -> Outcome:
@@ -143,7 +149,12 @@ def process_mail(session: Session, settings: Settings, mail_id: int, *, now: dat
             action="mail_received",
             now=now,
             detail=outcome.decision,
-            data={"mail_id": row.id, "message_id": row.message_id, "state": outcome.state, "from": mail.from_address},
+            data={
+                "mail_id": row.id,
+                "message_id": row.message_id,
+                "state": outcome.state,
+                "from": mail.from_address,
+            },
         )
     return outcome
 

@@ -126,6 +126,11 @@ def print_ticket(view: TicketView, zone: ZoneInfo) -> None:
                 f"  {c.name}: {c.state}, due {_local(c.due_at, zone)} "
                 f"(target {target} business time, policy {c.policy}, calendar {c.calendar})"
             )
+    if view.conversation:
+        click.echo("Conversation:")
+        for entry in view.conversation:
+            first = " ".join(entry.body.split())[:100]
+            click.echo(f"  {_local(entry.created_at, zone)}  {entry.kind:<8} {first}")
     click.echo("Timeline:")
     for e in view.timeline:
         click.echo(f"  {_local(e.created_at, zone)}  {e.actor:<28} {e.action:<18} {e.detail}")

@@ -295,3 +295,10 @@ def test_the_mailbox_routes_a_new_ticket_to_its_process(desk: Desk, now: datetim
     refused = inbound.process_or_quarantine(desk.sessions, routed, billing.id, now=now)
     assert refused.state == "quarantined" and "billing_lifecycle" in refused.decision  # not deployed
     assert inbound.process_or_quarantine(desk.sessions, routed, support.id, now=now).state == "processed"
+
+
+def test_a_tagged_envelope_recipient_names_its_plain_mailbox(session: Session, now: datetime) -> None:
+    stored = store_raw(
+        session, mail(), Envelope("mailgate", None, ("Support+ld1042-abc@desk.example",)), now=now
+    )
+    assert session.get_one(MailMessage, stored.id).mailbox == "support@desk.example"

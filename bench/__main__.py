@@ -7,7 +7,9 @@ Each measurement goes through the real services and a real database, one unit of
 event, as `lanedesk` does in production. Prints medians and ratios; exits 0.
 
 SLA timers at scale (issue 4: escalation delay with real Celery workers on RabbitMQ, and the
-timer scan's cost at 10k-1M pending timers) are measured by `python -m bench.timers`.
+timer scan's cost at 10k-1M pending timers) are measured by `python -m bench.timers`, inbound
+mail throughput (issue 5: raw bytes to ticket or follow-up, inline and through Celery, against
+django-helpdesk 2.6) by `python -m bench.mail`.
 """
 
 from __future__ import annotations

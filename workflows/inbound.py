@@ -44,6 +44,9 @@ from .tickets import (
     reference,
 )
 
+#: Times a transaction that met a unique-key clash (a concurrent insert) is tried again.
+CLASH_RETRIES = 2
+
 #: States a processed message ends in (``stored`` means: not processed yet).
 FINAL_STATES = ("processed", "duplicate", "auto_generated", "bounce", "quarantined")
 
@@ -165,18 +168,26 @@ def process_or_quarantine(
     """Process one stored message in its own transaction; quarantine it (with why) on failure.
 
     Database trouble (OperationalError) is raised instead: the message stays *stored* and is
-    processed when the database is back (Celery retries; beat's sweep finds it anyway).
+    processed when the database is back (Celery retries; beat's sweep finds it anyway). A
+    unique-key clash means another worker just created the same customer (two first mails of
+    one sender at once): the whole transaction is tried again, then it finds that row.
     """
-    try:
-        with unit_of_work(factory) as session:
-            return process_mail(session, settings, mail_id, now=now)
-    except OperationalError:
-        raise
-    except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        with unit_of_work(factory) as session:
-            quarantine(session, mail_id, reason, now=now)
-        return Outcome("quarantined", None, reason)
+    failure: Exception | None = None
+    for _ in range(CLASH_RETRIES + 1):
+        try:
+            with unit_of_work(factory) as session:
+                return process_mail(session, settings, mail_id, now=now)
+        except OperationalError:
+            raise
+        except IntegrityError as exc:  # try again: the clashing row is committed now
+            failure = exc
+        except Exception as exc:
+            failure = exc
+            break
+    reason = f"{type(failure).__name__}: {failure}"
+    with unit_of_work(factory) as session:
+        quarantine(session, mail_id, reason, now=now)
+    return Outcome("quarantined", None, reason)
 
 
 def unprocessed(session: Session, *, older_than: datetime, limit: int = 1000) -> list[int]:

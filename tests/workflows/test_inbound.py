@@ -302,3 +302,23 @@ def test_a_tagged_envelope_recipient_names_its_plain_mailbox(session: Session, n
         session, mail(), Envelope("mailgate", None, ("Support+ld1042-abc@desk.example",)), now=now
     )
     assert session.get_one(MailMessage, stored.id).mailbox == "support@desk.example"
+
+
+def test_a_unique_key_clash_with_another_worker_is_retried_not_quarantined(
+    desk: Desk, now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    with desk.unit_of_work() as session:
+        stored = store_raw(session, mail(), Envelope("smtp", None, (SUPPORT,)), now=now)
+    real, calls = inbound.process_mail, []
+
+    def clash_once(*args: object, **kwargs: object) -> inbound.Outcome:
+        calls.append(1)
+        if len(calls) == 1:  # as when another worker inserted the same new customer first
+            raise IntegrityError("INSERT INTO customer", {}, Exception("uq_customer_email"))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(inbound, "process_mail", clash_once)
+    outcome = inbound.process_or_quarantine(desk.sessions, desk.settings, stored.id, now=now)
+    assert (outcome.state, len(calls)) == ("processed", 2)

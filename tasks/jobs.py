@@ -12,7 +12,10 @@ from sqlalchemy.exc import OperationalError
 
 from workflows.app import Desk, build_desk
 from workflows.inbound import Envelope, Stored, process_or_quarantine, store_raw, unprocessed
+from workflows.outbox import Transport, deliver, due_for_delivery
+from workflows.outmail import compose
 from workflows.settings import Settings
+from workflows.transports import transport_for
 from workflows.wakeups import WakeFailed, claim_due, wake_or_record_failure
 
 log = logging.getLogger(__name__)
@@ -24,6 +27,7 @@ SWEEP_GRACE = timedelta(seconds=30)
 SCAN_LIMIT = 5000
 
 _desks: dict[tuple[int, int], Desk] = {}
+_transports: dict[tuple[int, int], Transport] = {}
 
 
 def desk_for(task: Task) -> Desk:
@@ -70,9 +74,11 @@ def wake_instance(self: Task, instance_id: int) -> bool:
     """Fire the due timers of one instance (claimed by a scan)."""
     desk = desk_for(self)
     try:
-        return wake_or_record_failure(desk.sessions, desk.settings, instance_id, now=desk.clock)
+        woken = wake_or_record_failure(desk.sessions, desk.settings, instance_id, now=desk.clock)
     except WakeFailed:
         return False  # recorded on the instance: failed, or retried after its back-off
+    dispatch_outbox(self.app, desk)  # reminders and notifications the timers queued, now
+    return woken
 
 
 @shared_task(name="lanedesk.purge_broker", bind=True, acks_late=False, ignore_result=True)
@@ -111,7 +117,10 @@ def purge_delivered(broker_url: str) -> int:
 def process_mail(self: Task, mail_id: int) -> str:
     """Turn one stored inbound message into a ticket or a follow-up (or quarantine it)."""
     desk = desk_for(self)
-    return process_or_quarantine(desk.sessions, desk.settings, mail_id, now=desk.clock()).state
+    state = process_or_quarantine(desk.sessions, desk.settings, mail_id, now=desk.clock()).state
+    if state == "processed":
+        dispatch_outbox(self.app, desk)  # the acknowledgement, without waiting for the sweep
+    return state
 
 
 @shared_task(name="lanedesk.sweep_mail", bind=True, acks_late=False, ignore_result=True)
@@ -147,3 +156,55 @@ def ingest(app: Celery, desk: Desk, raw: bytes, envelope: Envelope) -> Stored:
         except Exception:
             log.warning("mail %s stored, but not queued (the sweep will queue it)", stored.id, exc_info=True)
     return stored
+
+
+# -- outgoing mail -----------------------------------------------------------------------------
+def transport_of(task: Task) -> Transport:
+    settings: Settings = task.app.conf.lanedesk_settings
+    key = (os.getpid(), id(settings))
+    if key not in _transports:
+        _transports[key] = transport_for(settings)
+    return _transports[key]
+
+
+@shared_task(
+    name="lanedesk.deliver_mail",
+    bind=True,
+    acks_late=True,  # idempotent: the row's state and attempt number decide (workflows/outbox.py)
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=8,
+)
+def deliver_mail(self: Task, outbox_id: int) -> str:
+    """Send one outgoing mail (SMTP, or the local outbox directory)."""
+    desk = desk_for(self)
+    return deliver(
+        desk.sessions, desk.settings, transport_of(self), outbox_id, clock=desk.clock, compose=compose
+    )
+
+
+@shared_task(name="lanedesk.sweep_outbox", bind=True, acks_late=False, ignore_result=True)
+def sweep_outbox(self: Task) -> int:
+    """Hand out due mail (new, retries after their back-off) and recover abandoned sends."""
+    return dispatch_outbox(self.app, desk_for(self), recover=True)
+
+
+def dispatch_outbox(app: Celery, desk: Desk, *, recover: bool = False) -> int:
+    """Queue one delivery task per due outbox row; a failure to publish is left to the sweep."""
+    try:
+        with desk.unit_of_work() as session:
+            ids = due_for_delivery(session, desk.clock(), recover=recover)
+        if ids:
+            task = app.tasks[deliver_mail.name]
+            with app.producer_or_acquire() as producer:
+                for outbox_id in ids:
+                    task.apply_async((outbox_id,), producer=producer)
+    except Exception:
+        if recover:
+            raise
+        log.warning("outgoing mail not dispatched now (the sweep will)", exc_info=True)
+        return 0
+    return len(ids)

@@ -28,6 +28,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "options": {"expires": every},
         },
     }
+    schedule["sweep-outbox"] = {
+        "task": "lanedesk.sweep_outbox",
+        "schedule": every,
+        "options": {"expires": every},
+    }
     schedule["sweep-mail"] = {
         "task": "lanedesk.sweep_mail",
         "schedule": MAIL_SWEEP_EVERY.total_seconds(),

@@ -24,6 +24,7 @@ from .mailfiles import count_messages, read_messages
 from .output import dump_json, print_tasks, print_ticket, task_dict, ticket_dict
 from .settings import SettingsError
 from .sla import SlaConfigError, load_sla_config
+from .templates import languages
 from .tickets import (
     add_customer_reply,
     change_priority,
@@ -31,6 +32,7 @@ from .tickets import (
     instance_of,
     open_ticket,
     reference,
+    reply_as_agent,
     ticket_view,
 )
 from .users import add_user, get_user
@@ -198,25 +200,50 @@ def ticket() -> None:
 @click.option("--from", "sender", required=True, help="The requester's e-mail address.")
 @click.option("--subject", required=True)
 @click.option("--body", default="")
+@click.option("--language", help="The language of mail to the customer (default: the desk's).")
 @click.pass_context
-def ticket_open(ctx: click.Context, sender: str, subject: str, body: str) -> None:
+def ticket_open(ctx: click.Context, sender: str, subject: str, body: str, language: str | None) -> None:
     """Open a ticket; prints its id (e.g. LD-1001)."""
     d = desk(ctx)
+    if language is not None and language.lower() not in languages():
+        fail(f"no mail templates in {language!r}; languages: {', '.join(languages())}", EXIT_USAGE)
     with d.unit_of_work() as session:
-        opened = open_ticket(session, d.settings, requester=sender, subject=subject, body=body, now=d.clock())
+        opened = open_ticket(
+            session,
+            d.settings,
+            requester=sender,
+            subject=subject,
+            body=body,
+            now=d.clock(),
+            language=language.lower() if language else None,
+        )
     click.echo(reference(d.settings, opened))
 
 
 @ticket.command("reply")
 @click.argument("ticket_id")
-@click.option("--from", "sender", required=True, help="The customer's e-mail address.")
+@click.option("--from", "sender", help="A customer's reply: their e-mail address.")
+@click.option("--as", "as_email", help="An agent's reply to the customer (mailed): the agent's e-mail.")
 @click.option("--body", required=True)
 @click.pass_context
-def ticket_reply(ctx: click.Context, ticket_id: str, sender: str, body: str) -> None:
-    """Add a customer reply (as if it came by mail) and tell the process `customer_replied`."""
+def ticket_reply(
+    ctx: click.Context, ticket_id: str, sender: str | None, as_email: str | None, body: str
+) -> None:
+    """Add a customer's reply (--from; the process hears `customer_replied`) or an agent's
+    answer (--as; mailed to the customer, the process hears `agent_replied`)."""
+    if (sender is None) == (as_email is None):
+        fail("give exactly one of --from CUSTOMER or --as AGENT", EXIT_USAGE)
     d = desk(ctx)
     with d.unit_of_work() as session:
-        add_customer_reply(session, d.settings, ticket_ref=ticket_id, sender=sender, body=body, now=d.clock())
+        if as_email is not None:
+            reply_as_agent(
+                session, d.settings, ticket_ref=ticket_id, agent_email=as_email, body=body, now=d.clock()
+            )
+        else:
+            assert sender is not None
+            add_customer_reply(
+                session, d.settings, ticket_ref=ticket_id, sender=sender, body=body, now=d.clock()
+            )
     click.echo(f"reply added to {ticket_id}")
 
 
@@ -452,3 +479,7 @@ def prepare_desk(d: Desk, *, demo: bool) -> None:
             "lead@demo.lanedesk, expert@demo.lanedesk"
         )
     click.echo("  try: lanedesk task list   ·   lanedesk ticket show LD-1001")
+
+
+# Commands defined beside the code they run (registered on `main` when imported).
+from . import mailcli as _mailcli  # noqa: E402, F401

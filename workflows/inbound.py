@@ -32,8 +32,9 @@ from .models import (
     TicketParticipant,
     User,
 )
-from .secrets import ticket_from_token
+from .secrets import ticket_from_message_id, ticket_from_token
 from .settings import Settings
+from .templates import languages
 from .tickets import (
     DEFAULT_PROCESS,
     customer_for,
@@ -130,6 +131,7 @@ def process_mail(session: Session, settings: Settings, mail_id: int, *, now: dat
     row.attempts += 1
     mail = parse(row.raw, max_attachment_bytes=settings.max_upload_bytes)
     row.message_id = mail.message_id[:998]
+    row.sender = (mail.from_address or "")[:320].lower() or None
     if mail.bounce is not None:
         outcome = _bounce(session, settings, row, mail, now)
     elif (earlier := _same_message(session, row, mail)) is not None:
@@ -284,14 +286,9 @@ def _customer_mail(
         now=now,
         mailbox=row.mailbox,
         process_id=settings.mail_routes.get((row.mailbox or "").lower(), DEFAULT_PROCESS),
+        language=mail.language if mail.language in languages() else None,
+        mail_id=row.id,
     )
-    first = session.scalar(
-        select(ConversationEntry)
-        .where(ConversationEntry.ticket_id == opened.id)
-        .order_by(ConversationEntry.id)
-    )
-    if first is not None:
-        first.mail_id = row.id
     _add_participants(session, settings, opened, mail, row, now)
     _keep_attachments(session, row, mail, opened.id)
     return Outcome("processed", opened.id, f"new ticket {reference(settings, opened)} ({how})")
@@ -394,6 +391,9 @@ def _thread(
         if ticket is not None:
             return ticket, "reply token", True
     ticket = _ticket_of_message_ids(session, [*mail.in_reply_to, *reversed(mail.references)])
+    if ticket is None:  # our own signed Message-ID, even when its outbox row is gone
+        number = ticket_from_message_id(settings, [*mail.in_reply_to, *mail.references])
+        ticket = _ticket_by_number(session, settings, number) if number is not None else None
     if ticket is not None:
         return ticket, "In-Reply-To/References", False
     tag = re.search(

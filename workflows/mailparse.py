@@ -93,6 +93,7 @@ class ParsedMail:
     auto_generated: str | None = None  # the first rule that matched, e.g. "Precedence: bulk"
     bounce: Bounce | None = None
     loop_header: str | None = None  # the value of our LOOP_HEADER
+    language: str | None = None  # primary subtag of Content-Language ("de" for "de-AT, en")
     headers: dict[str, str] = field(default_factory=dict)  # From..Message-ID, decoded, <= 998 chars
     problems: list[str] = field(default_factory=list)  # every fallback taken
 
@@ -425,6 +426,8 @@ def _fill_headers(msg: Message, out: ParsedMail) -> None:
     out.cc = [a for _, a in _addresses(msg, "Cc", out.problems)]
     out.reply_to = [a for _, a in _addresses(msg, "Reply-To", out.problems)]
     out.loop_header = _first(msg, LOOP_HEADER)
+    tag = re.match(r"\s*([A-Za-z]{2,3})\b", _first(msg, "Content-Language") or "")
+    out.language = tag.group(1).lower() if tag else None
     out.date = _date(_first(msg, "Date"), out.problems)
 
 

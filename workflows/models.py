@@ -96,6 +96,8 @@ class Customer(Base):
     #: no automatic mail goes there any more (agents still see the address).
     bounced_at: Mapped[datetime | None]
     bounce_reason: Mapped[str | None] = mapped_column(Text)
+    #: The language mail to this customer is written in (None: the desk's default).
+    language: Mapped[str | None] = mapped_column(String(16))
 
 
 class TicketParticipant(Base):
@@ -149,6 +151,8 @@ class Ticket(Base):
     closed_at: Mapped[datetime | None]
     #: The address the ticket came in through (SLA policies and calendars may depend on it).
     mailbox: Mapped[str | None] = mapped_column(String(320))
+    #: The language of the ticket's mail to its customer (None: the customer's, else the default).
+    language: Mapped[str | None] = mapped_column(String(16))
     requester: Mapped[Customer] = relationship(lazy="joined")
     group: Mapped[Group | None] = relationship(lazy="joined")
 
@@ -229,7 +233,10 @@ class MailMessage(Base):
     """
 
     __tablename__ = "mail_message"
-    __table_args__ = (Index("ix_mail_message_state", "state", "id"),)
+    __table_args__ = (
+        Index("ix_mail_message_state", "state", "id"),
+        Index("ix_mail_message_sender", "sender", "id"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
     message_id: Mapped[str | None] = mapped_column(String(998), index=True)
@@ -239,6 +246,8 @@ class MailMessage(Base):
     mailbox: Mapped[str | None] = mapped_column(String(320))
     envelope_from: Mapped[str | None] = mapped_column(String(998))
     envelope_to: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: The From address as parsed (lower case); None until processed.
+    sender: Mapped[str | None] = mapped_column(String(320))
     state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     decision: Mapped[str | None] = mapped_column(Text)
@@ -277,21 +286,59 @@ class AuditEvent(Base):
 
 
 class OutboxMessage(Base):
-    """Mail and notifications caused by a step, written in its transaction, sent after commit."""
+    """One outgoing mail to one recipient, written in the transaction of the step that caused it.
+
+    States: ``queued`` (due at ``next_attempt_at``) → ``sending`` (a worker holds it until
+    ``lease_until``; the server has not been told to deliver) → ``sent`` (committed just before
+    the final end-of-data, so a crash can never cause a second copy) | ``failed`` (permanent
+    refusal, or retries exhausted) | ``suppressed`` (a loop or rate rule held it back; ``reason``
+    says which). The message itself (``raw``) is rendered once, on the first delivery attempt,
+    and re-sent byte for byte: the Message-ID never changes.
+    """
 
     __tablename__ = "outbox_message"
-    __table_args__ = (Index("ix_outbox_message_state", "state", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_message_state", "state", "id"),
+        Index("ix_outbox_message_due", "state", "next_attempt_at"),
+        Index("ix_outbox_message_recipient", "recipient", "created_at"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(32))  # customer_mail | agent_notification
+    kind: Mapped[str] = mapped_column(String(32))  # customer_mail | agent_reply | agent_notification
     template: Mapped[str] = mapped_column(String(100))
     recipient: Mapped[str] = mapped_column(String(320))
     message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    #: RFC 3834 Auto-Submitted value of automatic mail; None for mail a person wrote.
+    auto_submitted: Mapped[str | None] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16))  # queued | sending | sent | failed | suppressed
     reason: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    language: Mapped[str | None] = mapped_column(String(16))
+    subject: Mapped[str | None] = mapped_column(String(998))
+    sender: Mapped[str | None] = mapped_column(String(320))  # the envelope sender (MAIL FROM)
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    server_reply: Mapped[str | None] = mapped_column(Text)  # the server's answer to end-of-data
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+
+class MailTemplate(Base):
+    """An administrator's version of a bundled mail template (one per name and language)."""
+
+    __tablename__ = "mail_template"
+    __table_args__ = (UniqueConstraint("name", "language"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(998))
+    text: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
 
 
 class PendingMessage(Base):

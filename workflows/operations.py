@@ -8,7 +8,6 @@ Timers call :meth:`DeskOperations.sla_due`, which returns an aware datetime.
 from __future__ import annotations
 
 import inspect
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -19,16 +18,17 @@ from sqlalchemy.orm import Session
 from engine.lint import lane_slug
 from engine.validate import Vocabulary
 
-from . import audit, sla
+from . import audit, outbox, sla, templates
 from .calendars import BusinessCalendar
-from .models import Group, HumanTask, OutboxMessage, SlaClock, Ticket, User
+from .models import Group, HumanTask, SlaClock, Ticket, User
 from .settings import Settings
 
 STATUSES = ("new", "open", "waiting_on_customer", "escalated", "resolved", "closed")
 PRIORITIES = sla.PRIORITIES
 SLA_CLOCKS = sla.CLOCKS
-CUSTOMER_TEMPLATES = ("acknowledgement", "agent_reply", "reminder", "auto_closed", "resolved")
-AGENT_TEMPLATES = ("first_response_due", "sla_warning", "escalated", "assigned")
+#: Mail a diagram may send to the customer (an agent's reply needs an agent's text: not these).
+CUSTOMER_TEMPLATES = tuple(name for name in templates.CUSTOMER_TEMPLATES if name != "agent_reply")
+AGENT_TEMPLATES = tuple(templates.AGENT_TEMPLATES)
 MESSAGES = ("customer_replied", "agent_replied", "ticket_updated")
 
 
@@ -224,20 +224,16 @@ class DeskOperations:
                 self.notify(self.ticket.group.slug, template)
 
     def _queue(self, kind: str, template: str, recipient: str) -> None:
-        message_id = f"<{uuid.uuid4().hex}.ticket{self.ticket.number}@{self.settings.mail_domain}>"
-        self.session.add(
-            OutboxMessage(
-                ticket_id=self.ticket.id,
-                kind=kind,
-                template=template,
-                recipient=recipient,
-                message_id=message_id,
-                state="queued",
-                payload={},
-                created_at=self.now,
-            )
+        outbox.queue_mail(
+            self.session,
+            self.settings,
+            ticket=self.ticket,
+            template=template,
+            recipient=recipient,
+            kind=kind,
+            now=self.now,
+            actor=self.actor,
         )
-        self._audit("mail_queued", f"{template} to {recipient}", template=template, recipient=recipient)
 
     # -- SLA clocks (business time: workflows/sla.py) --------------------------------------
     def start_sla(self, clock: str) -> None:

@@ -64,3 +64,27 @@ def ticket_from_token(settings: Settings, addresses: Iterable[str]) -> int | Non
             if hmac.compare_digest(match.group(2).lower(), _signature(settings, number)):
                 return number
     return None
+
+
+_OUR_MESSAGE_ID = re.compile(r"^<?ld(\d{1,12})\.([0-9a-f]{16})\.([0-9a-f]{12})@([^>\s]+)>?$", re.IGNORECASE)
+
+
+def _id_signature(settings: Settings, number: int, token: str) -> str:
+    return hmac.new(secret_key(settings), f"msgid:{number}.{token}".encode(), hashlib.sha256).hexdigest()[:12]
+
+
+def message_id(settings: Settings, number: int) -> str:
+    """A new Message-ID for mail about ticket ``number``, signed and under our mail domain."""
+    token = secrets.token_hex(8)
+    return f"<ld{number}.{token}.{_id_signature(settings, number, token)}@{settings.mail_domain}>"
+
+
+def ticket_from_message_id(settings: Settings, ids: Iterable[str]) -> int | None:
+    """The ticket number of the first Message-ID we signed (even if its outbox row is gone)."""
+    for value in ids:
+        match = _OUR_MESSAGE_ID.match((value or "").strip())
+        if match and match.group(4).lower() == settings.mail_domain:
+            number, token = int(match.group(1)), match.group(2).lower()
+            if hmac.compare_digest(match.group(3).lower(), _id_signature(settings, number, token)):
+                return number
+    return None

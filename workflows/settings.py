@@ -10,7 +10,9 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import formataddr, parseaddr
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
@@ -71,6 +73,81 @@ def _domain(env: Mapping[str, str], name: str) -> str:
     return raw.lower()
 
 
+@dataclass(frozen=True)
+class SmtpConfig:
+    """Where outgoing mail goes: ``LANEDESK_SMTP_URL``.
+
+    ``smtp://HOST[:25]`` (plain), ``smtp+starttls://USER:PASSWORD@HOST[:587]`` or
+    ``smtps://USER:PASSWORD@HOST[:465]``; query options ``timeout`` (seconds), ``cafile`` (a
+    CA bundle to trust) and ``verify=0`` (development only: accept any certificate).
+    """
+
+    host: str
+    port: int
+    security: str  # none | starttls | tls
+    username: str = ""
+    password: str = field(default="", repr=False)
+    timeout: float = 30.0
+    cafile: str = ""
+    verify: bool = True
+
+
+_SMTP_SCHEMES = {"smtp": ("none", 25), "smtp+starttls": ("starttls", 587), "smtps": ("tls", 465)}
+
+
+def parse_smtp_url(raw: str, name: str = "LANEDESK_SMTP_URL") -> SmtpConfig:
+    """Parse an SMTP URL (see :class:`SmtpConfig`); raise SettingsError naming ``name``."""
+    url = urlsplit(raw)
+    if url.scheme not in _SMTP_SCHEMES:
+        raise SettingsError(
+            f"{name}: expected smtp://HOST:25, smtp+starttls://USER:PASSWORD@HOST:587 or "
+            f"smtps://USER:PASSWORD@HOST:465, got {url.scheme + '://…'!r}"
+        )
+    security, default_port = _SMTP_SCHEMES[url.scheme]
+    try:
+        port = url.port or default_port
+    except ValueError:
+        raise SettingsError(f"{name}: the port is not a number") from None
+    if not url.hostname:
+        raise SettingsError(f"{name}: no host name")
+    options = dict(parse_qsl(url.query))
+    unknown = set(options) - {"timeout", "cafile", "verify"}
+    if unknown:
+        raise SettingsError(
+            f"{name}: unknown option(s) {', '.join(sorted(unknown))} (timeout, cafile, verify)"
+        )
+    try:
+        timeout = float(options.get("timeout", "30"))
+    except ValueError:
+        raise SettingsError(f"{name}: timeout must be a number of seconds") from None
+    if options.get("verify", "1") not in {"0", "1"}:
+        raise SettingsError(f"{name}: verify must be 0 or 1")
+    if url.username and security == "none":
+        raise SettingsError(
+            f"{name}: refusing to send a password unencrypted; use smtp+starttls:// or smtps://"
+        )
+    return SmtpConfig(
+        host=url.hostname,
+        port=port,
+        security=security,
+        username=unquote(url.username or ""),
+        password=unquote(url.password or ""),
+        timeout=timeout,
+        cafile=options.get("cafile", ""),
+        verify=options.get("verify", "1") == "1",
+    )
+
+
+def _address(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = _raw(env, name) or default
+    display, address = parseaddr(raw)
+    if not re.fullmatch(r"[^@\s<>]+@[A-Za-z0-9.-]+", address):
+        raise SettingsError(
+            f"{name}: expected an address such as 'Support <support@desk.example>', got {raw!r}"
+        )
+    return formataddr((display, address.lower())) if display else address.lower()
+
+
 _BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "sqla+sqlite", "sqla+postgresql", "sqla+postgresql+psycopg")
 
 
@@ -98,6 +175,14 @@ class Settings:
     mailboxes: tuple[str, ...] = ()
     #: Which process a new ticket starts, by the address its mail came to (default: the bundled one).
     mail_routes: dict[str, str] = field(default_factory=dict)
+    #: Outgoing mail: an SMTP server, or None to keep it in ``data_dir/outbox`` as .eml files.
+    smtp: SmtpConfig | None = None
+    #: The From of the desk's mail (default ``support@<mail_domain>``); replies come back to it.
+    mail_from: str = ""
+    #: The language of mail when neither the ticket nor the customer has one.
+    language: str = "en"
+    #: Where the web UI is reachable, for links in mail (ticket pages, the survey).
+    base_url: str = "http://127.0.0.1:8000"
 
     @property
     def embedded_broker(self) -> bool:
@@ -137,6 +222,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"got {broker_url.split('://', 1)[0] + '://…'!r}"
         )
     sla_config = _raw(env, "LANEDESK_SLA_CONFIG")
+    mail_domain = _domain(env, "LANEDESK_MAIL_DOMAIN")
+    smtp_url = _raw(env, "LANEDESK_SMTP_URL")
+    language = (_raw(env, "LANEDESK_LANGUAGE") or "en").lower()
+    if not re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]{2,8})?", language):
+        raise SettingsError(f"LANEDESK_LANGUAGE: expected a language tag such as en or de, got {language!r}")
+    base_url = (_raw(env, "LANEDESK_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
+    if urlsplit(base_url).scheme not in {"http", "https"} or not urlsplit(base_url).netloc:
+        raise SettingsError(f"LANEDESK_BASE_URL: expected https://desk.example.com, got {base_url!r}")
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -145,7 +238,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lane_groups=_lane_groups(env, "LANEDESK_LANE_GROUPS"),
         sql_echo=echo in {"1", "true"},
         max_upload_bytes=_int(env, "LANEDESK_MAX_UPLOAD_BYTES", 5 * 1024 * 1024, minimum=1024),
-        mail_domain=_domain(env, "LANEDESK_MAIL_DOMAIN"),
+        mail_domain=mail_domain,
+        smtp=parse_smtp_url(smtp_url) if smtp_url else None,
+        mail_from=_address(env, "LANEDESK_MAIL_FROM", f"support@{mail_domain}"),
+        language=language,
+        base_url=base_url,
         bpmn_dir=Path(_raw(env, "LANEDESK_BPMN_DIR") or Settings.bpmn_dir),
         sla_config=Path(sla_config) if sla_config else None,
         broker_url=broker_url,

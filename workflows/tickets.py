@@ -24,9 +24,11 @@ from .models import (
     HumanTask,
     SlaClock,
     Ticket,
+    TicketParticipant,
     User,
     WorkflowInstance,
 )
+from .outbox import queue_mail
 from .settings import Settings
 from .sla import PRIORITIES
 
@@ -65,11 +67,14 @@ def open_ticket(
     process_id: str = DEFAULT_PROCESS,
     priority: str = "P3",
     mailbox: str | None = None,
+    language: str | None = None,
+    mail_id: int | None = None,
 ) -> Ticket:
     """Open a ticket and start its lifecycle; the one way every channel opens tickets.
 
     ``priority`` is where the ticket starts (SLA targets follow it); ``mailbox`` is the address
-    it came in through (SLA policies and calendars may depend on it).
+    it came in through (SLA policies and calendars may depend on it); ``language`` the one
+    its mail to the customer is written in; ``mail_id`` the stored mail that opened it.
     """
     subject = " ".join(subject.split())
     if not subject:
@@ -84,6 +89,7 @@ def open_ticket(
         priority=priority,
         requester=customer,
         mailbox=mailbox.lower() if mailbox else None,
+        language=language,
         created_at=now,
         updated_at=now,
     )
@@ -91,7 +97,12 @@ def open_ticket(
     session.flush()
     session.add(
         ConversationEntry(
-            ticket_id=ticket.id, kind="inbound", customer_id=customer.id, body=body, created_at=now
+            ticket_id=ticket.id,
+            kind="inbound",
+            customer_id=customer.id,
+            body=body,
+            created_at=now,
+            mail_id=mail_id,
         )
     )
     actor = audit.actor_of(customer)
@@ -207,8 +218,95 @@ def record_customer_message(
         detail=body[:200],
         data={"entry_id": entry.id},
     )
+    tell_process(session, settings, ticket, "customer_replied", {"entry_id": entry.id}, now=now, actor=actor)
+    return entry
+
+
+def reply_as_agent(
+    session: Session,
+    settings: Settings,
+    *,
+    ticket_ref: str | int,
+    agent_email: str,
+    body: str,
+    now: datetime,
+) -> ConversationEntry:
+    """An agent's answer to the customer: on the conversation, mailed through the outbox (to the
+    requester and the ticket's Cc participants), and ``agent_replied`` told to the process."""
+    ticket = get_ticket(session, settings, ticket_ref)
+    agent = session.scalar(select(User).where(User.email == normalise_email(agent_email)))
+    if agent is None:
+        raise NotFound(f"no user {agent_email}")
+    if not may_work_on(session, agent, ticket):
+        raise PermissionDenied(f"{agent.email} is not in the group of {reference(settings, ticket)}")
+    body = body.strip()
+    if not body:
+        raise InvalidInput("a reply needs some text")
+    if len(body) > 100_000:
+        raise InvalidInput("a reply may be at most 100,000 characters")
+    entry = ConversationEntry(
+        ticket_id=ticket.id, kind="outbound", author_id=agent.id, body=body, created_at=now
+    )
+    session.add(entry)
+    session.flush()
+    actor = audit.actor_of(agent)
+    audit.record(
+        session,
+        ticket_id=ticket.id,
+        actor=actor,
+        action="agent_replied",
+        now=now,
+        detail=body[:200],
+        data={"entry_id": entry.id},
+    )
+    cc = session.scalars(
+        select(TicketParticipant.email)
+        .where(TicketParticipant.ticket_id == ticket.id)
+        .order_by(TicketParticipant.id)
+    ).all()
+    for recipient in dict.fromkeys([ticket.requester.email, *cc]):
+        queue_mail(
+            session,
+            settings,
+            ticket=ticket,
+            template="agent_reply",
+            recipient=recipient,
+            kind="agent_reply",
+            now=now,
+            actor=actor,
+            payload={"entry_id": entry.id},
+        )
+    ticket.updated_at = now
+    tell_process(session, settings, ticket, "agent_replied", {"entry_id": entry.id}, now=now, actor=actor)
+    return entry
+
+
+def may_work_on(session: Session, user: User, ticket: Ticket) -> bool:
+    """Admins work on every ticket; others on their groups' tickets, ones they hold, or ungrouped ones."""
+    if user.role == "admin" or ticket.group_id is None or ticket.assignee_id == user.id:
+        return True
+    if ticket.group_id in {group.id for group in user.groups}:
+        return True
+    holds = select(HumanTask.id).where(
+        HumanTask.ticket_id == ticket.id, HumanTask.state == "open", HumanTask.assignee_id == user.id
+    )
+    return session.scalar(holds.limit(1)) is not None
+
+
+def tell_process(
+    session: Session,
+    settings: Settings,
+    ticket: Ticket,
+    name: str,
+    payload: dict[str, object],
+    *,
+    now: datetime,
+    actor: str,
+) -> None:
+    """Deliver workflow message ``name`` to the ticket's instance, buffered first: if no catch
+    event waits for it now, it waits for one (or is settled with the reason none will)."""
     row = lock_instance(session, instance_of(session, ticket).id)
-    message = buffer_message(session, row, "customer_replied", {"entry_id": entry.id}, now)
+    message = buffer_message(session, row, name, payload, now)
     audit.write_journal(session)
     try:
         with session.begin_nested():
@@ -216,19 +314,18 @@ def record_customer_message(
             # settles them with a reason when the process has already finished.
             advance(session, settings, row, lambda instance, functions: (None, []), now=now, actor=actor)
     except EngineError as exc:
-        # The reply and the buffered message stay; the instance waits for someone to fix it.
+        # The conversation entry and the buffered message stay; the instance waits for a fix.
         audit.discard_journal(session)
         mark_failed(session, row, str(exc), now=now, actor=actor)
-        return entry
+        return
     if message.state == "pending" and _has_open_tasks(session, row):
-        # No catch waits because agents are working on the ticket: they see the reply in the
+        # No catch waits because agents are working on the ticket: they see the message in the
         # conversation. Keeping it would let it fire a later catch ("waiting on customer")
-        # for a reply the agent already had in front of them.
+        # for a message the agent already had in front of them.
         message.state = "noted"
         message.reason = (
             "no catch event waited; agents were working on the ticket and see it in the conversation"
         )
-    return entry
 
 
 def _has_open_tasks(session: Session, row: WorkflowInstance) -> bool:

@@ -51,15 +51,15 @@ def test_tasks_declare_how_they_are_acknowledged_and_retried(rabbit_settings: Se
 
 def test_beat_scans_every_few_seconds_and_drops_scans_it_could_not_start(rabbit_settings: Settings) -> None:
     schedule = beat_schedule(rabbit_settings)
-    assert list(schedule) == ["scan-due-timers", "sweep-mail"]  # no broker upkeep on RabbitMQ
-    scan = schedule["scan-due-timers"]
-    assert scan["schedule"] == rabbit_settings.timer_scan_seconds
-    assert scan["options"]["expires"] == rabbit_settings.timer_scan_seconds
+    assert list(schedule) == ["scan-due-timers", "sweep-outbox", "sweep-mail"]  # no broker upkeep on RabbitMQ
+    for frequent in ("scan-due-timers", "sweep-outbox"):  # outgoing mail waits no longer than timers
+        assert schedule[frequent]["schedule"] == rabbit_settings.timer_scan_seconds
+        assert schedule[frequent]["options"]["expires"] == rabbit_settings.timer_scan_seconds
 
 
 def test_the_embedded_broker_gets_its_delivered_messages_purged(settings: Settings) -> None:
     assert settings.embedded_broker
-    assert set(beat_schedule(settings)) == {"scan-due-timers", "sweep-mail", "purge-broker"}
+    assert set(beat_schedule(settings)) == {"scan-due-timers", "sweep-outbox", "sweep-mail", "purge-broker"}
     app = create_celery(settings)
     assert app.conf.worker_enable_remote_control is False  # the SQL transport has no fanout
 

@@ -1,0 +1,215 @@
+"""Render an outbox row into the RFC 5322 message that will be sent, byte for byte, every attempt.
+
+Headers that thread: our signed Message-ID, In-Reply-To/References continuing the ticket's
+thread (the customer's Message-IDs and ours), ``[LD-1042]`` in the subject, a Reply-To with a
+signed token; automatic mail is marked so that other robots stay quiet (notes/email.md §5.5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr, parseaddr
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .mailparse import LOOP_HEADER, REPLY_MARKER
+from .models import ConversationEntry, Customer, Group, MailMessage, OutboxMessage, Ticket, User
+from .secrets import reply_address, secret_key
+from .settings import Settings
+from .templates import CUSTOMER_TEMPLATES, Rendered, TemplateProblem, bundled_source, render, source
+
+EXCERPT_ENTRIES = 3
+MAX_REFERENCES = 10  # the first Message-ID of the thread and the last nine (RFC 5322 §3.6.4)
+
+
+def desk_address(settings: Settings) -> tuple[str, str]:
+    """(display name, address) of the desk's From."""
+    name, address = parseaddr(settings.mail_from or f"support@{settings.mail_domain}")
+    return name or "Support", address
+
+
+def survey_url(settings: Settings, ticket: Ticket) -> str:
+    reference = f"{settings.ticket_prefix}-{ticket.number}"
+    signature = hmac.new(secret_key(settings), f"survey:{ticket.number}".encode(), hashlib.sha256).hexdigest()
+    return f"{settings.base_url}/survey/{reference}/{signature[:16]}"
+
+
+def compose(session: Session, settings: Settings, row: OutboxMessage, now: datetime) -> None:
+    """Fill ``row.raw``, ``subject``, ``sender`` and ``language`` (once; retries resend them)."""
+    ticket = session.get_one(Ticket, row.ticket_id)
+    customer = session.get_one(Customer, ticket.requester_id)
+    to_customer = row.template in CUSTOMER_TEMPLATES
+    language = row.language or (
+        (ticket.language or customer.language or settings.language) if to_customer else settings.language
+    )
+    context = _context(session, settings, row, ticket, customer)
+    template = source(session, row.template, language, settings.language)
+    try:
+        rendered = render(template, context)
+    except TemplateProblem as exc:
+        if template.origin != "custom":
+            raise
+        # An administrator's template that broke after it was saved must not stop the mail.
+        row.last_error = f"custom template failed ({exc}); the bundled one was sent"
+        rendered = render(bundled_source(row.template, language), context)
+    name, address = desk_address(settings)
+    mailbox = ticket.mailbox or address
+    token_address = reply_address(settings, mailbox, ticket.number)
+    reference = f"{settings.ticket_prefix}-{ticket.number}"
+
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = formataddr((name, mailbox))
+    msg["To"] = _recipient(session, row.recipient, customer)
+    msg["Subject"] = (
+        rendered.subject if f"[{reference}]" in rendered.subject else f"[{reference}] {rendered.subject}"
+    )
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = row.message_id
+    msg["Reply-To"] = formataddr((name, token_address))
+    parent, references = _thread(session, ticket, row)
+    if parent:
+        msg["In-Reply-To"] = parent
+        msg["References"] = " ".join(references)
+    if row.auto_submitted:
+        msg["Auto-Submitted"] = row.auto_submitted
+        msg["X-Auto-Response-Suppress"] = "All"
+        msg[LOOP_HEADER] = settings.mail_domain
+    msg["X-Lanedesk-Ticket"] = reference
+    msg["Content-Language"] = rendered.language
+    msg.set_content(_text_body(rendered, reference, to_customer))
+    msg.add_alternative(_html_document(rendered, reference, to_customer), subtype="html")
+
+    row.raw = msg.as_bytes()
+    row.subject = str(msg["Subject"])[:998]
+    row.sender = token_address
+    row.language = rendered.language
+
+
+def _recipient(session: Session, recipient: str, customer: Customer) -> str:
+    if recipient == customer.email:
+        name = customer.name
+    else:
+        name = session.scalar(select(User.name).where(User.email == recipient)) or ""
+    try:
+        return str(Address(display_name=name, addr_spec=recipient)) if name else recipient
+    except (ValueError, IndexError):
+        return recipient
+
+
+def _context(
+    session: Session, settings: Settings, row: OutboxMessage, ticket: Ticket, customer: Customer
+) -> dict[str, Any]:
+    name, address = desk_address(settings)
+    reference = f"{settings.ticket_prefix}-{ticket.number}"
+    group = session.get(Group, ticket.group_id) if ticket.group_id is not None else None
+    entry = session.get(ConversationEntry, row.payload["entry_id"]) if row.payload.get("entry_id") else None
+    author = session.get(User, entry.author_id) if entry is not None and entry.author_id else None
+    recipient_user = session.scalar(select(User).where(User.email == row.recipient))
+    agent = author or recipient_user
+    earlier = session.scalars(
+        select(ConversationEntry)
+        .where(
+            ConversationEntry.ticket_id == ticket.id,
+            ConversationEntry.kind.in_(("inbound", "outbound")),  # never internal notes
+            ConversationEntry.created_at <= row.created_at,
+            ConversationEntry.id != (entry.id if entry is not None else -1),
+        )
+        .order_by(ConversationEntry.id.desc())
+        .limit(EXCERPT_ENTRIES)
+    ).all()
+    people = {
+        u.id: u.name for u in session.scalars(select(User).where(User.id.in_({e.author_id for e in earlier})))
+    }
+    return {
+        "desk": {"name": name, "address": address, "url": settings.base_url},
+        "ticket": {
+            "reference": reference,
+            "subject": ticket.subject,
+            "status": ticket.status,
+            "priority": ticket.priority,
+            "group": group.name if group is not None else "",
+            "url": f"{settings.base_url}/tickets/{reference}",
+        },
+        "customer": {"name": customer.name, "email": customer.email},
+        "recipient": {
+            "name": recipient_user.name if recipient_user else customer.name,
+            "email": row.recipient,
+        },
+        "agent": {"name": agent.name if agent else name, "email": agent.email if agent else address},
+        "body": entry.body if entry is not None else "",
+        "excerpt": [
+            {
+                "who": customer.name or customer.email
+                if e.kind == "inbound"
+                else people.get(e.author_id or 0) or name,
+                "when": f"{e.created_at:%Y-%m-%d %H:%M} UTC",
+                "kind": e.kind,
+                "text": e.body,
+            }
+            for e in earlier
+        ],
+        "survey_url": survey_url(settings, ticket),
+        "reason": str(row.payload.get("reason", "")),
+    }
+
+
+def _thread(session: Session, ticket: Ticket, row: OutboxMessage) -> tuple[str | None, list[str]]:
+    """(In-Reply-To, References): the customer's latest mail, else our latest, and the thread."""
+    theirs = session.execute(
+        select(MailMessage.received_at, MailMessage.message_id).where(
+            MailMessage.ticket_id == ticket.id,
+            MailMessage.state == "processed",
+            MailMessage.message_id.is_not(None),
+            MailMessage.received_at <= row.created_at,
+        )
+    ).all()
+    ours = session.execute(
+        select(OutboxMessage.created_at, OutboxMessage.message_id).where(
+            OutboxMessage.ticket_id == ticket.id,
+            OutboxMessage.state == "sent",
+            OutboxMessage.kind.in_(("customer_mail", "agent_reply")),
+            OutboxMessage.id < row.id,
+        )
+    ).all()
+    if not theirs and not ours:
+        return None, []
+    thread: list[str] = [mid for _, mid in sorted([*theirs, *ours], key=lambda pair: pair[0]) if mid]
+    thread = list(dict.fromkeys(thread))  # a Message-ID once, where it first appeared
+    parent: str = (max(theirs, key=lambda pair: pair[0])[1] if theirs else None) or thread[-1]
+    chain = thread[: thread.index(parent) + 1]  # what the parent itself continued, then the parent
+    if len(chain) > MAX_REFERENCES:
+        chain = [chain[0], *chain[-(MAX_REFERENCES - 1) :]]
+    return parent, chain
+
+
+def _text_body(rendered: Rendered, reference: str, to_customer: bool) -> str:
+    head = f"{REPLY_MARKER}\n\n" if to_customer else ""
+    return f"{head}{rendered.text}\n-- \n{reference}\n"
+
+
+def _html_document(rendered: Rendered, reference: str, to_customer: bool) -> str:
+    marker = (
+        f'<div style="color:#8a8a8a;font-size:12px;margin-bottom:16px">{html.escape(REPLY_MARKER)}</div>\n'
+        if to_customer
+        else ""
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        f'<html lang="{html.escape(rendered.language)}">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(rendered.subject)}</title>\n</head>\n"
+        '<body style="font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;font-size:15px;'
+        'line-height:1.5;color:#1f2328;max-width:640px">\n'
+        f"{marker}{rendered.html}\n"
+        '<p style="color:#8a8a8a;font-size:12px;border-top:1px solid #ddd;padding-top:8px">'
+        f"{html.escape(reference)}</p>\n"
+        "</body>\n</html>\n"
+    )

@@ -67,6 +67,11 @@ def test_production_shape(compose: dict[str, Any]) -> None:
         env = services[name]["environment"]
         assert env["LANEDESK_BROKER_URL_FILE"] == "/run/secrets/broker_url"
         assert "broker_url" in services[name]["secrets"]
+    # Workers deliver outgoing mail: to Mailpit in this shape, through a secret URL (credentials).
+    worker = services["worker"]
+    assert worker["environment"]["LANEDESK_SMTP_URL_FILE"] == "/run/secrets/smtp_url"
+    assert "smtp_url" in worker["secrets"] and compose["secrets"]["smtp_url"]["file"] == "./secrets/smtp_url"
+    assert worker["depends_on"]["mailpit"]["condition"] == "service_healthy"
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
 
 
@@ -77,7 +82,8 @@ def test_secrets_come_from_files_not_from_the_compose_file(compose: dict[str, An
                 word in key for word in ("PASSWORD", "PASS", "SECRET", "DATABASE_URL", "BROKER_URL")
             )
             assert not secret_like or key.endswith("_FILE"), f"{name}: {key} must be a *_FILE secret"
-            assert "://" not in str(value), f"{name}: {key} holds a URL (credentials belong in secrets/)"
+            public = key == "LANEDESK_BASE_URL"  # the desk's public address, for links in mail
+            assert public or "://" not in str(value), f"{name}: {key} holds a URL (credentials belong in secrets/)"
     assert all(
         Path(spec["file"]).parts[:2] == (".", "secrets") or spec["file"].startswith("./secrets/")
         for spec in compose["secrets"].values()

@@ -181,6 +181,15 @@ _TEXT_ENV = ImmutableSandboxedEnvironment(
 _HTML_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
 
 
+def _quote(text: object) -> str:
+    """Mail quoting: every line of ``text`` prefixed with "> " (the `quote` filter)."""
+    return "\n".join(f"> {line}" if line else ">" for line in str(text).splitlines())
+
+
+for _env in (_TEXT_ENV, _HTML_ENV):
+    _env.filters["quote"] = _quote
+
+
 @lru_cache(maxsize=256)
 def _compiled(kind: str, body: str) -> Any:
     return (_HTML_ENV if kind == "html" else _TEXT_ENV).from_string(body)

@@ -72,7 +72,9 @@ def outbox_cmd(
         why = item["reason"] or item["last_error"] or ""
         subject = item["subject"] or f"({item['template']})"
         where = f"{item['ticket'] or '-':<9} {item['recipient']:<32}"
-        click.echo(f"{item['id']:>6}  {item['state']:<10} {where} {subject}" + (f"\n        {why}" if why else ""))
+        click.echo(f"{item['id']:>6}  {item['state']:<10} {where} {subject}")
+        if why:
+            click.echo(f"        {why}")
 
 
 @outbox_cmd.command("show")

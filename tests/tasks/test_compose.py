@@ -83,7 +83,8 @@ def test_secrets_come_from_files_not_from_the_compose_file(compose: dict[str, An
             )
             assert not secret_like or key.endswith("_FILE"), f"{name}: {key} must be a *_FILE secret"
             public = key == "LANEDESK_BASE_URL"  # the desk's public address, for links in mail
-            assert public or "://" not in str(value), f"{name}: {key} holds a URL (credentials belong in secrets/)"
+            where = f"{name}: {key}"
+            assert public or "://" not in str(value), f"{where} holds a URL (credentials belong in secrets/)"
     assert all(
         Path(spec["file"]).parts[:2] == (".", "secrets") or spec["file"].startswith("./secrets/")
         for spec in compose["secrets"].values()

@@ -103,8 +103,9 @@ def smtp_sink(
     if credentials is not None:
 
         def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-            ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) == credentials
-            return AuthResult(success=ok)
+            if not isinstance(data, LoginPassword):
+                return AuthResult(success=False)
+            return AuthResult(success=(data.login.decode(), data.password.decode()) == credentials)
 
         kwargs["authenticator"] = authenticate
         kwargs["auth_required"] = True

@@ -93,7 +93,8 @@ def run(ctx: click.Context, no_demo: bool, once: bool, smtp_port: int) -> None:
         )
     mail = f"; mail to any address at 127.0.0.1:{smtp_port} opens tickets" if smtp_port else ""
     smtp = d.settings.smtp
-    sent = f"{smtp.host}:{smtp.port}" if smtp else f"{d.settings.data_dir / 'outbox'}/*.eml (no LANEDESK_SMTP_URL)"
+    outbox_dir = d.settings.data_dir / "outbox"
+    sent = f"{smtp.host}:{smtp.port}" if smtp else f"{outbox_dir}/*.eml (no LANEDESK_SMTP_URL)"
     click.echo(
         f"Starting a worker and beat ({where}); timers are scanned every "
         f"{d.settings.timer_scan_seconds} s{mail}; outgoing mail goes to {sent}. Ctrl-C stops."

@@ -126,7 +126,7 @@ def held_back(
     local, _, domain = recipient.partition("@")
     if not local or not domain:
         return "not a mail address"
-    if domain == settings.mail_domain or recipient in settings.mailboxes:
+    if _own_address(settings, ticket, recipient):
         return "the recipient is one of the desk's own addresses"
     if NO_AUTO_MAIL.match(recipient):
         return "the address belongs to a robot (mailer-daemon, postmaster, no-reply …)"
@@ -158,6 +158,17 @@ def held_back(
                 f"already acknowledged this sender at {earlier:%Y-%m-%d %H:%M} UTC (one per 7 days, RFC 3834)"
             )
     return _over_ceiling(session, ticket, recipient, now)
+
+
+def _own_address(settings: Settings, ticket: Ticket, recipient: str) -> bool:
+    """A desk mailbox, the desk's From, or a plus-address of one (agents on the same domain are
+    people, not the desk: they do get notifications)."""
+    local, _, domain = recipient.partition("@")
+    base = f"{local.split('+', 1)[0]}@{domain}"
+    ours = {*settings.mailboxes, settings.sender[1]}
+    if ticket.mailbox:
+        ours.add(ticket.mailbox)
+    return base in ours or recipient in ours
 
 
 def _over_ceiling(session: Session, ticket: Ticket, recipient: str, now: datetime) -> str | None:

@@ -14,7 +14,7 @@ from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import format_datetime, formataddr
 from typing import Any
 
 from sqlalchemy import select
@@ -28,12 +28,6 @@ from .templates import CUSTOMER_TEMPLATES, Rendered, TemplateProblem, bundled_so
 
 EXCERPT_ENTRIES = 3
 MAX_REFERENCES = 10  # the first Message-ID of the thread and the last nine (RFC 5322 §3.6.4)
-
-
-def desk_address(settings: Settings) -> tuple[str, str]:
-    """(display name, address) of the desk's From."""
-    name, address = parseaddr(settings.mail_from or f"support@{settings.mail_domain}")
-    return name or "Support", address
 
 
 def survey_url(settings: Settings, ticket: Ticket) -> str:
@@ -60,7 +54,7 @@ def compose(session: Session, settings: Settings, row: OutboxMessage, now: datet
         # An administrator's template that broke after it was saved must not stop the mail.
         row.last_error = f"custom template failed ({exc}); the bundled one was sent"
         rendered = render(bundled_source(row.template, language), context)
-    name, address = desk_address(settings)
+    name, address = settings.sender
     mailbox = ticket.mailbox or address
     token_address = reply_address(settings, mailbox, ticket.number)
     reference = f"{settings.ticket_prefix}-{ticket.number}"
@@ -107,7 +101,7 @@ def _recipient(session: Session, recipient: str, customer: Customer) -> str:
 def _context(
     session: Session, settings: Settings, row: OutboxMessage, ticket: Ticket, customer: Customer
 ) -> dict[str, Any]:
-    name, address = desk_address(settings)
+    name, address = settings.sender
     reference = f"{settings.ticket_prefix}-{ticket.number}"
     group = session.get(Group, ticket.group_id) if ticket.group_id is not None else None
     entry = session.get(ConversationEntry, row.payload["entry_id"]) if row.payload.get("entry_id") else None

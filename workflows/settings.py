@@ -185,6 +185,12 @@ class Settings:
     base_url: str = "http://127.0.0.1:8000"
 
     @property
+    def sender(self) -> tuple[str, str]:
+        """(display name, address) of the desk's mail: LANEDESK_MAIL_FROM, else support@<domain>."""
+        name, address = parseaddr(self.mail_from or f"support@{self.mail_domain}")
+        return name or "Support", address
+
+    @property
     def embedded_broker(self) -> bool:
         """True for the server-less default broker (kombu's SQLAlchemy transport on SQLite)."""
         return self.broker_url.startswith("sqla+sqlite")

@@ -1,7 +1,8 @@
 """A real SMTP server on loopback (aiosmtpd, a free port per test) that keeps what it accepts.
 
 Answers can be scripted per phase: ``sink.script("data", ["451 4.3.0 try later"] * 2)`` makes
-the next two end-of-data answers temporary failures, then it accepts again.
+the next two end-of-data answers temporary failures, then it accepts again; ``"drop"`` keeps
+the message and closes the connection before answering.
 """
 
 from __future__ import annotations
@@ -69,11 +70,13 @@ class _Handler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         answer = self.sink.next_answer("data")
-        if answer is not None and not answer.startswith("250"):
+        if answer is not None and not answer.startswith(("250", "drop")):
             return answer
         raw = envelope.original_content or envelope.content
         with self.sink.lock:
             self.sink.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(raw)))
+        if answer == "drop":  # accepted, then the connection dies before the client hears so
+            server.transport.close()
         return "250 2.0.0 Ok: queued"
 
 
@@ -87,13 +90,15 @@ def free_port() -> int:
 @contextmanager
 def smtp_sink(
     *,
+    port: int | None = None,
     tls_context: ssl.SSLContext | None = None,
     starttls_context: ssl.SSLContext | None = None,
     credentials: tuple[str, str] | None = None,
 ) -> Iterator[Sink]:
-    """Run a sink for the duration of the block. ``tls_context``: SMTPS (implicit TLS);
-    ``starttls_context``: offer STARTTLS; ``credentials``: require AUTH (after TLS)."""
-    sink = Sink("127.0.0.1", free_port())
+    """Run a sink for the duration of the block. ``port``: a port chosen beforehand (default: a
+    free one); ``tls_context``: SMTPS (implicit TLS); ``starttls_context``: require STARTTLS;
+    ``credentials``: require AUTH with this login and password."""
+    sink = Sink("127.0.0.1", port or free_port())
     kwargs: dict[str, Any] = {}
     if tls_context is not None:
         kwargs["ssl_context"] = tls_context
@@ -104,12 +109,15 @@ def smtp_sink(
 
         def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
             if not isinstance(data, LoginPassword):
-                return AuthResult(success=False)
-            return AuthResult(success=(data.login.decode(), data.password.decode()) == credentials)
+                return AuthResult(success=False, handled=False)
+            ok = (data.login.decode(), data.password.decode()) == credentials
+            return AuthResult(success=ok, handled=False)  # not handled: aiosmtpd answers 535 itself
 
         kwargs["authenticator"] = authenticate
         kwargs["auth_required"] = True
-        kwargs["auth_require_tls"] = True
+        # aiosmtpd does not count implicit TLS as encrypted (aio-libs/aiosmtpd#281): requiring
+        # TLS for AUTH there would never offer AUTH. The whole SMTPS session is TLS anyway.
+        kwargs["auth_require_tls"] = tls_context is None
     controller = Controller(_Handler(sink), hostname=sink.host, port=sink.port, **kwargs)
     controller.start()
     try:

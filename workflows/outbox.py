@@ -20,6 +20,7 @@ twice; the price is that a crash inside one network round trip can lose one (vis
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from .models import Customer, MailMessage, OutboxMessage, Ticket
 from .secrets import message_id
 from .settings import Settings
 from .templates import TEMPLATES
+
+log = logging.getLogger(__name__)
 
 #: How long a worker may take to hand one message to the server before another may try.
 SEND_LEASE = timedelta(minutes=5)
@@ -285,12 +288,21 @@ def deliver(
     except Superseded:
         return "superseded"
     except Unconfirmed as exc:
+        reason = f"unconfirmed: {exc}; not sent again, so as not to send a second copy"[:2000]
+        log.warning("mail %s to %s %s", job.outbox_id, job.recipient, reason)
         with unit_of_work(sessions) as session:
-            session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == job.outbox_id, OutboxMessage.attempts == job.attempt)
-                .values(reason=f"unconfirmed: {exc}; not sent again, so as not to send a second copy"[:2000])
-            )
+            row = session.get_one(OutboxMessage, job.outbox_id)
+            if row.attempts == job.attempt:
+                row.reason = reason
+                audit.record(
+                    session,
+                    ticket_id=row.ticket_id,
+                    actor=audit.SYSTEM,
+                    action="mail_unconfirmed",
+                    now=clock(),
+                    detail=f"{row.template} to {row.recipient}: {reason}",
+                    data={"outbox_id": row.id, "message_id": row.message_id},
+                )
         return "sent"
     except TransientFailure as exc:
         return _after_failure(sessions, job, str(exc), clock(), permanent=False)
@@ -331,6 +343,15 @@ def _after_failure(
         if not permanent and now - row.created_at < GIVE_UP_AFTER:
             delay = RETRY_DELAYS[min(row.attempts, len(RETRY_DELAYS)) - 1]
             row.state, row.next_attempt_at, row.sent_at = "queued", now + delay, None
+            # Loud on purpose: a wrong password or a relay without STARTTLS fails every mail.
+            log.warning(
+                "mail %s to %s not delivered (attempt %d, next in %s): %s",
+                row.id,
+                row.recipient,
+                row.attempts,
+                delay,
+                error,
+            )
             return "queued"
         row.state, row.sent_at = "failed", None
         row.reason = error[:2000] if permanent else f"gave up after {row.attempts} attempts: {error}"[:2000]

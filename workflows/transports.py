@@ -39,7 +39,7 @@ class DirectoryTransport:
 
     def send(self, delivery: Delivery, commit_sent: Callable[[], bool]) -> str:
         final = self.path_of(delivery.outbox_id)
-        partial = final.with_suffix(f".{os.getpid()}.partial")
+        partial = final.with_suffix(f".{os.getpid()}.{delivery.attempt}.partial")  # one per attempt
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             with open(partial, "wb") as out:
@@ -101,14 +101,20 @@ class SmtpTransport:
             )
         else:
             client = smtplib.SMTP(cfg.host, cfg.port, local_hostname=self.local_hostname, timeout=cfg.timeout)
-        client.ehlo()
-        if cfg.security == "starttls":
-            if not client.has_extn("starttls"):
-                raise TransientFailure(f"{cfg.host}:{cfg.port} does not offer STARTTLS; not sending in clear")
-            client.starttls(context=self._tls_context())
+        try:
             client.ehlo()
-        if cfg.username:
-            client.login(cfg.username, cfg.password)
+            if cfg.security == "starttls":
+                if not client.has_extn("starttls"):
+                    raise TransientFailure(
+                        f"{cfg.host}:{cfg.port} does not offer STARTTLS; not sending in clear"
+                    )
+                client.starttls(context=self._tls_context())
+                client.ehlo()
+            if cfg.username:
+                client.login(cfg.username, cfg.password)
+        except BaseException:
+            client.close()  # send() never sees this client: close it here, not at garbage collection
+            raise
         return client
 
     def send(self, delivery: Delivery, commit_sent: Callable[[], bool]) -> str:

@@ -442,6 +442,16 @@ def requeue(session: Session, outbox_id: int, *, now: datetime) -> OutboxMessage
         raise LookupError(f"no outgoing mail {outbox_id}")
     if row.state not in ("failed", "suppressed"):
         raise ValueError(f"mail {outbox_id} is {row.state}; only failed or suppressed mail is sent again")
+    audit.record(
+        session,
+        ticket_id=row.ticket_id,
+        actor=audit.SYSTEM,
+        action="mail_requeued",
+        now=now,
+        detail=f"{row.template} to {row.recipient} queued again by an operator "
+        f"(was {row.state}: {row.reason})"[:2000],
+        data={"outbox_id": row.id},
+    )
     row.state, row.next_attempt_at, row.lease_until, row.reason = "queued", now, None, None
     return row
 

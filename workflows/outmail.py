@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from . import audit
 from .mailparse import LOOP_HEADER, REPLY_MARKER
 from .models import ConversationEntry, Customer, Group, MailMessage, OutboxMessage, Ticket, User
 from .secrets import reply_address, secret_key
@@ -53,7 +54,16 @@ def compose(session: Session, settings: Settings, row: OutboxMessage, now: datet
             raise
         # An administrator's template that broke after it was saved must not stop the mail.
         row.last_error = f"custom template failed ({exc}); the bundled one was sent"
-        rendered = render(bundled_source(row.template, language), context)
+        rendered = render(bundled_source(row.template, language, settings.language), context)
+        audit.record(
+            session,
+            ticket_id=ticket.id,
+            actor=audit.SYSTEM,
+            action="mail_template_failed",
+            now=now,
+            detail=row.last_error,
+            data={"outbox_id": row.id, "template": row.template, "language": template.language},
+        )
     name, address = settings.sender
     mailbox = ticket.mailbox or address
     token_address = reply_address(settings, mailbox, ticket.number)
@@ -77,9 +87,9 @@ def compose(session: Session, settings: Settings, row: OutboxMessage, now: datet
         msg["X-Auto-Response-Suppress"] = "All"
         msg[LOOP_HEADER] = settings.mail_domain
     msg["X-Lanedesk-Ticket"] = reference
-    msg["Content-Language"] = rendered.language
     msg.set_content(_text_body(rendered, reference, to_customer))
     msg.add_alternative(_html_document(rendered, reference, to_customer), subtype="html")
+    msg["Content-Language"] = rendered.language  # after set_content, which drops Content-* headers
 
     row.raw = msg.as_bytes()
     row.subject = str(msg["Subject"])[:998]

@@ -10,6 +10,7 @@ when the template is saved, not when a customer's mail is due.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -86,9 +87,9 @@ def languages() -> list[str]:
     return sorted(bundled())
 
 
-def bundled_source(name: str, language: str) -> Source:
-    """The bundled template in ``language``, else in English."""
-    lang = language if name in bundled().get(language, {}) else "en"
+def bundled_source(name: str, language: str, default_language: str = "en") -> Source:
+    """The bundled template in ``language``, else in ``default_language``, else in English."""
+    lang = next(lang for lang in (language, default_language, "en") if name in bundled().get(lang, {}))
     parts = bundled()[lang][name]
     return Source(name, lang, parts["subject"], parts["text"], parts["html"], "bundled")
 
@@ -207,7 +208,13 @@ def render(template: Source, context: dict[str, Any]) -> Rendered:
                 f"{template.name} ({template.language}) {part}: line {exc.lineno}: {exc.message}"
             ) from None
         except TemplateError as exc:  # undefined variables, sandbox refusals
-            raise TemplateProblem(f"{template.name} ({template.language}) {part}: {exc}") from None
+            raise TemplateProblem(
+                f"{template.name} ({template.language}) {part}: {_line_of(exc)}{exc}"
+            ) from None
+        except Exception as exc:  # the template's own expressions: 1/0, 1 + "a", range(10**6)
+            raise TemplateProblem(
+                f"{template.name} ({template.language}) {part}: {_line_of(exc)}{type(exc).__name__}: {exc}"
+            ) from None
         if len(result) > MAX_OUTPUT_CHARS:
             raise TemplateProblem(
                 f"{template.name} ({template.language}) {part}: renders {len(result)} characters "
@@ -221,6 +228,13 @@ def render(template: Source, context: dict[str, Any]) -> Rendered:
             f"characters on one line; got {len(subject)}"
         )
     return Rendered(subject, out["text"].strip() + "\n", sanitise_html(out["html"]), template.language)
+
+
+def _line_of(exc: BaseException) -> str:
+    """``line N: `` for the template line a render-time error came from ('' when unknown)."""
+    frames = traceback.walk_tb(exc.__traceback__)
+    lines = [n for frame, n in frames if frame.f_code.co_filename == "<template>"]
+    return f"line {lines[-1]}: " if lines else ""
 
 
 def sample_context(name: str) -> dict[str, Any]:

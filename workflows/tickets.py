@@ -40,8 +40,9 @@ def normalise_email(email: str) -> str:
     address = email.strip()
     if not _EMAIL.match(address):
         raise InvalidInput(f"not an e-mail address: {email!r}")
-    local, _, domain = address.rpartition("@")
-    return f"{local}@{domain.lower()}"
+    # Lower case as a whole: RFC 5321 lets a server treat the local part as case-sensitive, but
+    # no mail system people use does, and mail arrives with whatever case the sender typed.
+    return address.lower()
 
 
 def customer_for(session: Session, email: str, *, name: str = "", now: datetime) -> Customer:

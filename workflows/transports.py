@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import re
 import smtplib
+import socket
 import ssl
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 from .outbox import Delivery, PermanentFailure, Superseded, TransientFailure, Transport, Unconfirmed
@@ -102,6 +104,12 @@ class SmtpTransport:
         else:
             client = smtplib.SMTP(cfg.host, cfg.port, local_hostname=self.local_hostname, timeout=cfg.timeout)
         try:
+            # The DATA payload and its end-of-data are two writes with the `sent` commit between
+            # them. With Nagle's algorithm the short end-of-data waits for the server's ACK of the
+            # payload, which servers delay (40 ms on Linux): 40 ms per mail, not 2 (bench.outbox).
+            if client.sock is not None:
+                with suppress(OSError):
+                    client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.ehlo()
             if cfg.security == "starttls":
                 if not client.has_extn("starttls"):

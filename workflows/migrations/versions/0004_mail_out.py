@@ -60,6 +60,13 @@ def upgrade() -> None:
     with op.batch_alter_table("mail_message", schema=None) as batch_op:
         batch_op.add_column(sa.Column("sender", sa.String(length=320), nullable=True))
         batch_op.create_index("ix_mail_message_sender", ["sender", "id"], unique=False)
+    # Addresses are compared in lower case from now on (mail always did; the command line kept
+    # the local part's case). An address whose lower-case form already exists is left as it is.
+    for table in ("customer", "user_account"):
+        op.execute(
+            f"UPDATE {table} SET email = lower(email) WHERE email <> lower(email) "
+            f"AND NOT EXISTS (SELECT 1 FROM {table} other WHERE other.email = lower({table}.email))"
+        )
 
 
 def downgrade() -> None:

@@ -1,5 +1,11 @@
 # The lanedesk image: one image for every process (migrate, web, worker, beat).
 # Build: docker build -t lanedesk .   Run: see docker-compose.yml and docs/operators.md.
+# The workspace's front-end packages (htmx, bpmn-js) from npm, by the lock file.
+FROM node:20-slim AS assets
+WORKDIR /assets
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -21,6 +27,8 @@ RUN pip install -c constraints.txt . && rm -rf /src
 # service deploys them from here (lanedesk deploy /app/bpmn/ticket_lifecycle.bpmn).
 WORKDIR /app
 COPY bpmn ./bpmn
+COPY --from=assets /assets/node_modules ./node_modules
+ENV LANEDESK_ASSETS_DIR=/app/node_modules
 
 # Run unprivileged. LANEDESK_DATA_DIR only matters when no database URL is configured.
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin lanedesk \

@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lanedesk-installed
+ASSETS := web/node_modules/.lanedesk-installed
 
 .PHONY: run test lint bench clean
 
@@ -12,10 +13,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## migrate, deploy the bundled diagrams, demo data, then a Celery worker and beat (SQLite + embedded broker under ./var)
+# The workspace's front-end packages (htmx, bpmn-js), exactly as web/package-lock.json says.
+$(ASSETS): web/package.json web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+	touch $(ASSETS)
+
+run: $(STAMP) $(ASSETS)  ## migrate, deploy the bundled diagrams, demo data, then a Celery worker and beat (SQLite + embedded broker under ./var)
 	$(VENV)/bin/lanedesk run
 
-test: $(STAMP)  ## the whole suite (set LANEDESK_TEST_DATABASE_URL for PostgreSQL)
+test: $(STAMP) $(ASSETS)  ## the whole suite (set LANEDESK_TEST_DATABASE_URL for PostgreSQL)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

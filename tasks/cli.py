@@ -75,9 +75,17 @@ def beat(ctx: click.Context, loglevel: str) -> None:
     show_default=True,
     help="Also receive mail on 127.0.0.1 at this port (0: no SMTP listener).",
 )
+@click.option(
+    "--web-port",
+    type=click.IntRange(min=0, max=65535),
+    default=8000,
+    show_default=True,
+    help="Serve the web workspace on 127.0.0.1 at this port (0: no web server).",
+)
 @click.pass_context
-def run(ctx: click.Context, no_demo: bool, once: bool, smtp_port: int) -> None:
-    """All-in-one for a laptop: migrate, deploy, demo data, then a worker, beat and an SMTP listener."""
+def run(ctx: click.Context, no_demo: bool, once: bool, smtp_port: int, web_port: int) -> None:
+    """All-in-one for a laptop: migrate, deploy, demo data, then the web workspace, a worker, beat
+    and an SMTP listener."""
     d = desk(ctx)
     load_sla_config(d.settings)
     prepare_desk(d, demo=not no_demo)
@@ -86,15 +94,33 @@ def run(ctx: click.Context, no_demo: bool, once: bool, smtp_port: int) -> None:
     where = (
         "embedded broker" if d.settings.embedded_broker else "broker " + d.settings.broker_url.split("@")[-1]
     )
-    processes = [[sys.executable, "-m", "tasks", "worker"], [sys.executable, "-m", "tasks", "beat"]]
+    # `python -m web` is the whole command line (web/ adds `lanedesk web` above this layer).
+    processes = [[sys.executable, "-m", "web", "worker"], [sys.executable, "-m", "web", "beat"]]
     if smtp_port:
         processes.append(
-            [sys.executable, "-m", "tasks", "smtpd", "--host", "127.0.0.1", "--port", str(smtp_port)]
+            [sys.executable, "-m", "web", "smtpd", "--host", "127.0.0.1", "--port", str(smtp_port)]
+        )
+    if web_port:
+        processes.append(
+            [
+                sys.executable,
+                "-m",
+                "web",
+                "web",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(web_port),
+                "--workers",
+                "1",
+            ]
         )
     mail = f"; mail to any address at 127.0.0.1:{smtp_port} opens tickets" if smtp_port else ""
     smtp = d.settings.smtp
     outbox_dir = d.settings.data_dir / "outbox"
     sent = f"{smtp.host}:{smtp.port}" if smtp else f"{outbox_dir}/*.eml (no LANEDESK_SMTP_URL)"
+    if web_port:
+        click.echo(f"The workspace: http://127.0.0.1:{web_port}/login")
     click.echo(
         f"Starting a worker and beat ({where}); timers are scanned every "
         f"{d.settings.timer_scan_seconds} s{mail}; outgoing mail goes to {sent}. Ctrl-C stops."

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from .app import Desk
 from .definitions import deploy_definition
 from .models import Ticket, User
 from .tickets import open_ticket, reference
-from .users import add_user, ensure_default_groups
+from .users import add_user, ensure_default_groups, set_password
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ DEMO_TICKETS = [
 class Prepared:
     deployed: list[str] = field(default_factory=list)
     demo_tickets: list[str] = field(default_factory=list)
+    demo_password: str | None = None  # of every demo user, kept in <data_dir>/demo_password
 
 
 def upgrade_database(desk: Desk) -> list[str]:
@@ -80,11 +83,31 @@ def prepare(desk: Desk, *, demo: bool = True) -> Prepared:
         )
         if demo and empty:
             now = desk.clock()
+            password = demo_password(desk)
             for email, role, groups, leads, name in DEMO_USERS:
-                add_user(session, email=email, role=role, groups=groups, name=name, now=now, lead_of=leads)
+                user = add_user(
+                    session, email=email, role=role, groups=groups, name=name, now=now, lead_of=leads
+                )
+                set_password(session, user, password, now=now)
             for sender, subject, body in DEMO_TICKETS:
                 ticket = open_ticket(
                     session, desk.settings, requester=sender, subject=subject, body=body, now=now
                 )
                 result.demo_tickets.append(reference(desk.settings, ticket))
+    if (desk.settings.data_dir / DEMO_PASSWORD_FILE).exists():
+        result.demo_password = demo_password(desk)
     return result
+
+
+DEMO_PASSWORD_FILE = "demo_password"
+
+
+def demo_password(desk: Desk) -> str:
+    """The demo users' password: made once per desk (random), kept in a 0600 file beside it."""
+    path = desk.settings.data_dir / DEMO_PASSWORD_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("demo-" + secrets.token_urlsafe(9))
+    return path.read_text(encoding="ascii").strip()

@@ -476,8 +476,10 @@ def prepare_desk(d: Desk, *, demo: bool) -> None:
     if prepared.demo_tickets:
         click.echo(
             f"  demo tickets {', '.join(prepared.demo_tickets)}; agents triage@demo.lanedesk, "
-            "lead@demo.lanedesk, expert@demo.lanedesk"
+            "lead@demo.lanedesk, expert@demo.lanedesk; admin admin@demo.lanedesk"
         )
+    if prepared.demo_password:
+        click.echo(f"  demo users log in with the password {prepared.demo_password}")
     click.echo("  try: lanedesk task list   ·   lanedesk ticket show LD-1001")
 
 

@@ -117,6 +117,7 @@ def _retime(instance: Instance, ops: DeskOperations, now: datetime) -> None:
     if ops.sla_changed:
         instance.retime_timers(now=now, functions=ops.functions(), mentioning="sla_due")
         ops.sla_changed = False
+        ops.ticket.sla_due_at = ops.earliest_due()  # the inbox sorts by it
 
 
 def lock_instance(session: Session, instance_id: int) -> WorkflowInstance:

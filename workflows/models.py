@@ -86,6 +86,43 @@ class User(Base):
     groups: Mapped[list[Group]] = relationship(secondary=membership, lazy="selectin")
 
 
+class ApiToken(Base):
+    """A token for ``/api/v1`` (``Authorization: Bearer ld_...``), stored as its SHA-256."""
+
+    __tablename__ = "api_token"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class LoginFailure(Base):
+    """A failed login, for rate limiting by account and by address (rows older than a day go)."""
+
+    __tablename__ = "login_failure"
+    __table_args__ = (
+        Index("ix_login_failure_email", "email", "created_at"),
+        Index("ix_login_failure_ip", "ip", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    ip: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+class CannedResponse(Base):
+    """A reply text agents insert into the composer (admins maintain them)."""
+
+    __tablename__ = "canned_response"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(200), unique=True)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
 class Customer(Base):
     __tablename__ = "customer"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -153,6 +190,8 @@ class Ticket(Base):
     mailbox: Mapped[str | None] = mapped_column(String(320))
     #: The language of the ticket's mail to its customer (None: the customer's, else the default).
     language: Mapped[str | None] = mapped_column(String(16))
+    #: When its most urgent running SLA clock is due (past: overdue): the inbox's sort key.
+    sla_due_at: Mapped[datetime | None] = mapped_column(index=True)
     requester: Mapped[Customer] = relationship(lazy="joined")
     group: Mapped[Group | None] = relationship(lazy="joined")
 
@@ -210,6 +249,7 @@ class HumanTask(Base):
     completed_at: Mapped[datetime | None]
     group: Mapped[Group | None] = relationship(lazy="joined")
     assignee: Mapped[User | None] = relationship(foreign_keys=[assignee_id], lazy="joined")
+    ticket: Mapped[Ticket] = relationship(lazy="select")
 
 
 class ConversationEntry(Base):

@@ -362,6 +362,13 @@ class DeskOperations:
             self._clock_rows = {row.name: row for row in rows}
         return self._clock_rows
 
+    def earliest_due(self) -> datetime | None:
+        """When the ticket's most urgent clock is (or was) due: running or breached ones."""
+        dues = [
+            r.due_at for r in self._all_clocks().values() if r.state in ("running", "breached") and r.due_at
+        ]
+        return min(dues, default=None)
+
     def _clocks(self) -> list[SlaClock]:
         return [r for r in self._all_clocks().values() if r.state in ("running", "paused")]
 

@@ -255,6 +255,13 @@ def stop(row: SlaClock, now: datetime) -> str:
     return row.state
 
 
+def elapsed(row: SlaClock, calendar: BusinessCalendar, now: datetime) -> int:
+    """Business seconds the clock has used up to ``now``."""
+    if row.state == "running" and row.running_since is not None:
+        return row.elapsed_seconds + calendar.seconds_between(row.running_since, now)
+    return row.elapsed_seconds
+
+
 def due(row: SlaClock, calendar: BusinessCalendar, percent: float = 100) -> datetime:
     """When ``percent`` of the clock's target is used up; :data:`NEVER` unless it runs."""
     if row.state != "running" or row.running_since is None:

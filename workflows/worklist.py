@@ -16,6 +16,7 @@ from . import audit
 from .errors import Conflict, NotFound, PermissionDenied
 from .instances import advance, lock_instance
 from .models import ConversationEntry, Group, HumanTask, User
+from .outbox import queue_mail
 from .settings import Settings
 
 #: A form field with this id is the agent's internal note: it goes into the conversation.
@@ -34,6 +35,13 @@ def list_tasks(
     if group is not None:
         query = query.join(Group, HumanTask.group_id == Group.id).where(Group.slug == group)
     return list(session.scalars(query))
+
+
+def may_work_on_task(user: User, task: HumanTask) -> bool:
+    """Admins work on every task, others on their groups' tasks and the ones they hold."""
+    return (
+        user.role == "admin" or task.assignee_id == user.id or any(g.id == task.group_id for g in user.groups)
+    )
 
 
 def _may_work_on(user: User, task: HumanTask) -> bool:
@@ -81,6 +89,59 @@ def claim_task(session: Session, *, task_id: str, user: User, now: datetime) -> 
         task_id=task.id,
         detail=task.name,
     )
+    return task
+
+
+def release_task(
+    session: Session, settings: Settings, *, task_id: str, user: User, to: User | None, now: datetime
+) -> HumanTask:
+    """Give a task back to its group (``to`` None) or to a colleague of that group.
+
+    The holder may do either; with nobody holding it, anyone of the group may assign it; a
+    group's lead and admins may move any task of the group. The new holder is notified.
+    """
+    task = _open_task(session, task_id, user)
+    lead = user.role == "admin" or (task.group is not None and task.group.lead_id == user.id)
+    if task.assignee_id not in (None, user.id) and not lead:
+        holder = task.assignee.email if task.assignee else "someone else"
+        raise Conflict(
+            f"task “{task.name}” is held by {holder}; only they or the group's lead can pass it on"
+        )
+    if to is not None and to.role != "admin" and not any(g.id == task.group_id for g in to.groups):
+        raise PermissionDenied(f"{to.email} is not in the group of task “{task.name}”")
+    previous = task.assignee_id
+    changed = session.execute(
+        update(HumanTask)
+        .where(HumanTask.id == task.id, HumanTask.state == "open")
+        .where(HumanTask.assignee_id.is_(None) if previous is None else HumanTask.assignee_id == previous)
+        .values(assignee_id=to.id if to else None, claimed_at=now if to else None)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(task)
+    if changed.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"task “{task.name}” changed hands meanwhile; reload and try again")
+    action, detail = ("task_assigned", f"{task.name} → {to.email}") if to else ("task_released", task.name)
+    audit.record(
+        session,
+        ticket_id=task.ticket_id,
+        actor=audit.actor_of(user),
+        action=action,
+        now=now,
+        element_id=task.element_id,
+        task_id=task.id,
+        detail=detail,
+    )
+    if to is not None and to.id != user.id:
+        queue_mail(
+            session,
+            settings,
+            ticket=task.ticket,
+            template="assigned",
+            recipient=to.email,
+            kind="agent_notification",
+            now=now,
+            actor=audit.actor_of(user),
+        )
     return task
 
 

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -145,16 +146,14 @@ def _children(pid: int) -> set[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
-def test_lanedesk_run_starts_worker_beat_and_smtp_and_stops_them_on_ctrl_c(
+def test_lanedesk_run_starts_worker_beat_smtp_and_web_and_stops_them_on_ctrl_c(
     desk: Desk, tmp_path: Path, processes: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
     pytest.importorskip("workflows.mailparse")
     ticket_id = _overdue_ticket(desk)
     env = _env(desk, f"sqla+sqlite:///{tmp_path / 'broker.db'}", tmp_path)
-    with socket.socket() as probe:  # a free port for the SMTP listener
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    run = processes("run", "--no-demo", "--smtp-port", str(port), env=env)
+    port, web_port = _free_port(), _free_port()  # the SMTP listener's and the workspace's
+    run = processes("run", "--no-demo", "--smtp-port", str(port), "--web-port", str(web_port), env=env)
     _wait_for(lambda: _fired(desk, ticket_id) == 1 and _settled(desk, ticket_id), "timer firing", [run])
     _wait_for(lambda: _accepts(port), "the SMTP listener", [run])
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:  # the laptop's whole mail-in loop
@@ -165,11 +164,21 @@ def test_lanedesk_run_starts_worker_beat_and_smtp_and_stops_them_on_ctrl_c(
             b"Message-ID: <run-smoke@customer.example>\r\n\r\nIt jams on page 2.\r\n",
         )
     _wait_for(lambda: _ticket_with_subject(desk, "Scanner jams"), "a ticket from the mail", [run])
+    _wait_for(lambda: _accepts(web_port), "the web workspace", [run])
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/login", timeout=10) as page:
+        assert page.status == 200 and b"Log in to Lanedesk" in page.read()
     children = _children(run.pid)
-    assert len(children) == 3  # worker, beat, smtpd
+    assert len(children) == 4  # worker, beat, smtpd, web (gunicorn)
     assert _stop(run, signal.SIGINT) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in children), "a process outlived `lanedesk run`"
     assert "stopped" in (tmp_path / "run-0.log").read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _accepts(port: int) -> bool:

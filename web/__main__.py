@@ -1,0 +1,5 @@
+"""`python -m web ...` is `lanedesk ...` (how `lanedesk run` starts its processes)."""
+
+from web.cli import main
+
+main()

@@ -100,8 +100,9 @@ def local(moment: datetime | None, zone: ZoneInfo) -> str:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from . import api, inbox, tickets
+    from . import api, inbox, lists, tickets
 
     app.register_blueprint(inbox.bp)
     app.register_blueprint(tickets.bp)
+    app.register_blueprint(lists.bp)
     app.register_blueprint(api.bp)

@@ -1,8 +1,8 @@
-"""Ticket pages and ticket lists (being built: see the issue "agent workspace")."""
+"""The ticket page (being built: see the issue "agent workspace")."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, render_template
 from flask_login import login_required
 
 from workflows.errors import PermissionDenied
@@ -12,12 +12,6 @@ from .auth import me
 from .db import db, desk
 
 bp = Blueprint("tickets", __name__)
-
-
-@bp.get("/tickets")
-@login_required
-def tickets() -> str:
-    abort(404)
 
 
 @bp.get("/tickets/<reference>")

@@ -48,19 +48,19 @@ def create_app(settings: Settings | None = None, *, desk: Desk | None = None) ->
     app.extensions["lanedesk"] = desk
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
-    CSRFProtect(app)
+    csrf = CSRFProtect(app)
     db.init_app(app)
     auth.init_app(app)
     errors.init_app(app)
     assets.init_app(app, desk.settings.assets_dir)
-    _register_blueprints(app)
+    _register_blueprints(app, csrf)
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "same-origin"
-        response.headers["X-Frame-Options"] = "DENY"
+        response.headers.setdefault("X-Frame-Options", "DENY")  # a view may opt into SAMEORIGIN
         response.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
         if secure:
             response.headers["Strict-Transport-Security"] = "max-age=31536000"
@@ -99,8 +99,11 @@ def local(moment: datetime | None, zone: ZoneInfo) -> str:
     return moment.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z") if moment else "—"
 
 
-def _register_blueprints(app: Flask) -> None:
+def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     from . import api, inbox, lists, tickets
+
+    # The API authenticates with bearer tokens only, never the session cookie: no CSRF there.
+    csrf.exempt(api.bp)
 
     app.register_blueprint(inbox.bp)
     app.register_blueprint(tickets.bp)

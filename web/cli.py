@@ -13,7 +13,8 @@ import click
 
 from tasks.cli import main
 from workflows.cli import EXIT_USAGE, desk, fail
-from workflows.users import get_user, set_password
+from workflows.output import dump_json
+from workflows.users import api_tokens, get_user, new_api_token, revoke_api_tokens, set_password
 
 __all__ = ["main"]
 
@@ -90,3 +91,63 @@ def user_password(ctx: click.Context, email: str, password_stdin: bool) -> None:
         user = get_user(session, email)
         set_password(session, user, password, now=d.clock())
     click.echo(f"password set for {user.email}")
+
+
+@user_group.command("token")
+@click.argument("email")
+@click.option("--name", required=True, help="What the token is for, e.g. the integration's name.")
+@click.pass_context
+def user_token(ctx: click.Context, email: str, name: str) -> None:
+    """Create an API token for /api/v1 and print it (once: only its hash is stored)."""
+    d = desk(ctx)
+    with d.unit_of_work() as session:
+        user = get_user(session, email)
+        plain = new_api_token(session, user, name, now=d.clock())
+    click.echo(plain)
+    click.echo(
+        f"API token {name.strip()!r} for {user.email}: send it as `Authorization: Bearer <token>`. "
+        "It is shown only now.",
+        err=True,
+    )
+
+
+@user_group.command("revoke-token")
+@click.argument("email")
+@click.option("--name", required=True, help="The token's name (every live token of that name is revoked).")
+@click.pass_context
+def user_revoke_token(ctx: click.Context, email: str, name: str) -> None:
+    """Revoke a user's API token(s) by name; calls with it are refused at once."""
+    d = desk(ctx)
+    with d.unit_of_work() as session:
+        user = get_user(session, email)
+        count = revoke_api_tokens(session, user, name, now=d.clock())
+    click.echo(f"revoked {count} API token{'s' if count != 1 else ''} named {name.strip()!r} of {user.email}")
+
+
+@user_group.command("tokens")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def user_tokens(ctx: click.Context, email: str, as_json: bool) -> None:
+    """List a user's API tokens (names and dates; the tokens themselves are not stored)."""
+    d = desk(ctx)
+    with d.unit_of_work(readonly=True) as session:
+        user = get_user(session, email)
+        rows = [
+            {
+                "name": t.name,
+                "created_at": t.created_at.isoformat(),
+                "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+                "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+            }
+            for t in api_tokens(session, user)
+        ]
+    if as_json:
+        click.echo(dump_json(rows))
+        return
+    if not rows:
+        click.echo(f"{user.email} has no API tokens")
+    for row in rows:
+        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "live"
+        used = row["last_used_at"] or "never"
+        click.echo(f"{row['name']:<30} created {row['created_at']}  last used {used}  {state}")

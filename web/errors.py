@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Response
 
 from engine.errors import FormInvalid
@@ -33,9 +33,7 @@ def _wants_json() -> bool:
 def answer(status: int, message: str, errors: dict[str, str] | None = None) -> tuple[Response | str, int]:
     fail()
     if _wants_json():
-        body: dict[str, object] = {"error": message, "status": status}
-        if errors:
-            body["fields"] = errors
+        body: dict[str, object] = {"error": message, "status": status, "fields": errors or {}}
         return jsonify(body), status
     return render_template(
         "error.html", status=status, title=TITLES.get(status, "Error"), message=message
@@ -53,11 +51,13 @@ def init_app(app: Flask) -> None:
         return answer(422, "Some fields need attention.", exc.errors)
 
     @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException) -> tuple[Response | str, int]:
+    def _http(exc: HTTPException) -> tuple[Response | str, int] | tuple[Response | str, int, dict[str, str]]:
         status = exc.code or 500
         message = exc.description or TITLES.get(status, "Error")
         if status == 400 and "CSRF" in (exc.description or ""):
             message = "The form expired or did not come from this site. Reload the page and try again."
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            return (*answer(status, message), {"Allow": ", ".join(exc.valid_methods)})
         return answer(status, message)
 
     @app.errorhandler(Exception)

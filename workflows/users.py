@@ -136,6 +136,31 @@ def new_api_token(session: Session, user: User, name: str, *, now: datetime) -> 
     return plain
 
 
+def api_tokens(session: Session, user: User) -> list[ApiToken]:
+    """``user``'s API tokens, oldest first (revoked ones too)."""
+    query = select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.created_at, ApiToken.id)
+    return list(session.scalars(query))
+
+
+def revoke_api_tokens(session: Session, user: User, name: str, *, now: datetime) -> int:
+    """Revoke ``user``'s live tokens named ``name``; how many. Refuses when there are none."""
+    live = [t for t in api_tokens(session, user) if t.name == name.strip() and t.revoked_at is None]
+    if not live:
+        raise NotFound(f"{user.email} has no live API token named {name!r}")
+    for token in live:
+        token.revoked_at = now
+    audit.record(
+        session,
+        ticket_id=None,
+        actor=audit.SYSTEM,
+        action="api_token_revoked",
+        now=now,
+        detail=f"{user.email}: {name.strip()}",
+        data={"count": len(live)},
+    )
+    return len(live)
+
+
 def user_for_token(session: Session, plain: str, *, now: datetime) -> User | None:
     """The user an API token belongs to (None for an unknown or revoked token)."""
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(plain)))

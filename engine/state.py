@@ -19,6 +19,7 @@ from SpiffWorkflow.bpmn import BpmnWorkflow
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
 from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter, WorkflowConverter
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
+from SpiffWorkflow.util.task import TaskState
 
 from .errors import EngineError
 from .sandbox import SandboxedScriptEngine
@@ -118,3 +119,28 @@ def restore(text: str, spec: Any, subprocess_specs: dict[str, Any]) -> DeskWorkf
         raise EngineError(f"stored instance state has unknown format {envelope.get('format')!r}")
     _, converter = _serializer()
     return converter.restore(envelope["state"], spec, subprocess_specs)
+
+
+def waiting_elements(text: str) -> list[str]:
+    """Element ids of the events a stored instance waits at (timers, messages, joins), read from
+    its :func:`dump` JSON without rebuilding the workflow: cheap enough for a page view.
+
+    Engine-internal tasks (``Start``, ``x.BoundaryEventSplit``...) are left out; unreadable or
+    foreign state gives an empty list (this is a display aid, never a decision).
+    """
+    try:
+        envelope = json.loads(text)
+    except ValueError:
+        return []
+    if not isinstance(envelope, dict) or envelope.get("format") != STATE_FORMAT:
+        return []
+    state = envelope.get("state") or {}
+    trees = [state.get("tasks") or {}]
+    trees += [(sub or {}).get("tasks") or {} for sub in (state.get("subprocesses") or {}).values()]
+    found = {
+        str(task.get("task_spec"))
+        for tree in trees
+        for task in tree.values()
+        if task.get("state") == TaskState.WAITING
+    }
+    return sorted(name for name in found if name and "." not in name and name not in ("Start", "End"))

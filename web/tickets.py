@@ -1,23 +1,218 @@
-"""The ticket page (being built: see the issue "agent workspace")."""
+"""The ticket page (conversation, reply and note, properties, SLA, tasks, outgoing mail, audit
+trail, the process diagram), and what it links to: attachments and the original HTML of mail.
+
+Mail content is never trusted: the page shows its text only; its HTML is served alone, sanitised,
+under a sandboxing CSP, into a sandboxed frame; attachments are always downloads.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
-from flask_login import login_required
+import re
+import unicodedata
+from typing import Any
+from urllib.parse import quote
 
-from workflows.errors import PermissionDenied
-from workflows.tickets import get_ticket, may_work_on
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask_login import login_required
+from werkzeug.wrappers import Response
+
+from workflows.errors import InvalidInput, PermissionDenied
+from workflows.models import Attachment, MailMessage, Ticket
+from workflows.ticket_page import diagram_state, original_html, pinned_diagram, ticket_page
+from workflows.tickets import add_note, get_ticket, may_work_on, reply_as_agent
 
 from .auth import me
 from .db import db, desk
 
 bp = Blueprint("tickets", __name__)
 
+#: What a browser gets with mail HTML: no script, no plugin, no request anywhere.
+MAIL_CSP = "sandbox; default-src 'none'; img-src data: cid:; style-src 'unsafe-inline'"
+#: For downloads and diagram XML (XML can carry script if someone opens it directly).
+INERT_CSP = "sandbox; default-src 'none'"
+#: Attachment types served as they are; anything else (HTML, SVG, XML, scripts...) as octet-stream.
+SAFE_TYPES = re.compile(
+    r"(image/(png|jpeg|gif|webp|bmp|tiff)|application/(pdf|zip|gzip|x-7z-compressed|msword|vnd\.[\w.+-]+)"
+    r"|text/(plain|csv|calendar)|audio/[\w.+-]+|video/[\w.+-]+)"
+)
+
+
+def _ticket(reference: str) -> Ticket:
+    found = get_ticket(db(), desk().settings, reference)
+    _authorise(found)
+    return found
+
+
+def _authorise(ticket: Ticket | None) -> Ticket:
+    if ticket is None:
+        abort(404)
+    if not may_work_on(db(), me(), ticket):
+        raise PermissionDenied("this ticket belongs to a group you are not in")
+    return ticket
+
+
+def _page(reference: str, status: int = 200, **composer: str) -> tuple[str, int]:
+    ticket = _ticket(reference)
+    page = ticket_page(db(), desk().settings, ticket, now=desk().clock())
+    canned = request.args.get("canned", type=int)
+    if canned is not None and "reply_text" not in composer:  # without JavaScript: a canned start
+        composer["reply_text"] = next((c.body for c in page.canned if c.id == canned), "")
+    html = render_template("tickets/ticket.html", page=page, now=desk().clock(), composer=composer)
+    return html, status
+
 
 @bp.get("/tickets/<reference>")
 @login_required
-def ticket(reference: str) -> str:
-    found = get_ticket(db(), desk().settings, reference)
-    if not may_work_on(db(), me(), found):
-        raise PermissionDenied("this ticket belongs to a group you are not in")
-    return render_template("error.html", status=200, title=reference, message=found.subject)
+def ticket(reference: str) -> tuple[str, int]:
+    return _page(reference)
+
+
+@bp.post("/tickets/<reference>/reply")
+@login_required
+def reply(reference: str) -> Response | tuple[str, int]:
+    body = request.form.get("body", "")
+    try:
+        entry = reply_as_agent(
+            db(), desk().settings, ticket_ref=reference, agent_email=me().email, body=body, now=desk().clock()
+        )
+    except InvalidInput as exc:
+        db().rollback()
+        return _page(reference, 422, reply_text=body, reply_error=_sentence(exc))
+    flash("Your reply is on the conversation and on its way to the customer (see Outgoing mail).")
+    return redirect(url_for("tickets.ticket", reference=reference, _anchor=f"entry-{entry.id}"))
+
+
+@bp.post("/tickets/<reference>/note")
+@login_required
+def note(reference: str) -> Response | tuple[str, int]:
+    body = request.form.get("body", "")
+    try:
+        entry = add_note(
+            db(), desk().settings, ticket_ref=reference, agent_email=me().email, body=body, now=desk().clock()
+        )
+    except InvalidInput as exc:
+        db().rollback()
+        return _page(reference, 422, note_text=body, note_error=_sentence(exc))
+    flash("Internal note added (agents only; the customer is not told).")
+    return redirect(url_for("tickets.ticket", reference=reference, _anchor=f"entry-{entry.id}"))
+
+
+def _sentence(exc: Exception) -> str:
+    text = str(exc)
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+@bp.get("/tickets/<reference>/diagram.bpmn")
+@login_required
+def diagram(reference: str) -> Response:
+    """The BPMN XML of the version the ticket's process is pinned to."""
+    found = pinned_diagram(db(), _ticket(reference))
+    if found is None:
+        abort(404, "this ticket has no process")
+    xml, facts = found
+    response = Response(xml, mimetype="application/xml")
+    response.headers["Content-Security-Policy"] = INERT_CSP
+    response.headers["Cache-Control"] = "private, no-cache"
+    response.set_etag(facts.content_hash)  # a version never changes: revalidation is enough
+    return response.make_conditional(request)
+
+
+@bp.get("/tickets/<reference>/diagram-state.json")
+@login_required
+def diagram_state_json(reference: str) -> Any:
+    """Which elements of the diagram are current and which the process has passed."""
+    state = diagram_state(db(), _ticket(reference))
+    if state is None:
+        abort(404, "this ticket has no process")
+    return jsonify(
+        current=state.current,
+        completed=state.completed,
+        process_id=state.process_id,
+        version=state.version,
+        status=state.status,
+    )
+
+
+@bp.get("/attachments/<int:attachment_id>")
+@login_required
+def attachment(attachment_id: int) -> Response:
+    found = db().get(Attachment, attachment_id)
+    if found is None or found.ticket_id is None:
+        abort(404)
+    _authorise(db().get(Ticket, found.ticket_id))
+    mimetype = found.content_type.lower() if SAFE_TYPES.fullmatch(found.content_type.lower()) else ""
+    return _download(found.data, mimetype or "application/octet-stream", found.filename)
+
+
+@bp.get("/mail/<int:mail_id>/html")
+@login_required
+def mail_html(mail_id: int) -> Response:
+    """The mail's HTML, sanitised, for the page's sandboxed frame (and nothing else)."""
+    mail = _mail(mail_id)
+    body = original_html(mail)
+    if body is None:
+        abort(404, "this mail had no HTML part")
+    document = f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{body}</body></html>'
+    response = Response(document, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = MAIL_CSP
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"  # the app's DENY, eased for our own page
+    return response
+
+
+@bp.get("/mail/<int:mail_id>/original.eml")
+@login_required
+def mail_original(mail_id: int) -> Response:
+    """The mail exactly as it arrived (a download, never shown by the browser)."""
+    mail = _mail(mail_id)
+    return _download(mail.raw, "message/rfc822", f"mail-{mail.id}.eml")
+
+
+def _mail(mail_id: int) -> MailMessage:
+    mail = db().get(MailMessage, mail_id)
+    if mail is None or mail.ticket_id is None:
+        abort(404)
+    _authorise(db().get(Ticket, mail.ticket_id))
+    return mail
+
+
+def _download(data: bytes, mimetype: str, filename: str) -> Response:
+    response = Response(data, mimetype=mimetype)
+    ascii_name, full_name = safe_filename(filename)
+    response.headers["Content-Disposition"] = (
+        f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(full_name, safe='')}"
+    )
+    response.headers["Content-Security-Policy"] = INERT_CSP
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def safe_filename(name: str) -> tuple[str, str]:
+    """An ASCII fallback and the full name, with no path, quote, control or leading dot."""
+    name = "".join(ch for ch in name if ch.isprintable() and ch not in '/\\"<>:|?*;')
+    name = name.strip().lstrip(".").strip()[:200] or "attachment"
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii").strip()
+    plain = plain.lstrip(".").strip() or "attachment"
+    return plain, name
+
+
+@bp.app_template_filter("duration")
+def duration(seconds: float | None) -> str:
+    """``3 d 4 h``, ``2 h 5 min``, ``12 min``: a span of time, rounded down to a minute."""
+    if seconds is None:
+        return "—"
+    minutes = int(abs(seconds)) // 60
+    days, hours, mins = minutes // 1440, minutes % 1440 // 60, minutes % 60
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    if hours:
+        return f"{hours} h {mins} min" if mins else f"{hours} h"
+    return f"{mins} min" if mins else "under a minute"
+
+
+@bp.app_template_filter("filesize")
+def filesize(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} KB"
+    return f"{size / 1024 / 1024:.1f} MB"

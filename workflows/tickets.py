@@ -234,17 +234,8 @@ def reply_as_agent(
 ) -> ConversationEntry:
     """An agent's answer to the customer: on the conversation, mailed through the outbox (to the
     requester and the ticket's Cc participants), and ``agent_replied`` told to the process."""
-    ticket = get_ticket(session, settings, ticket_ref)
-    agent = session.scalar(select(User).where(User.email == normalise_email(agent_email)))
-    if agent is None:
-        raise NotFound(f"no user {agent_email}")
-    if not may_work_on(session, agent, ticket):
-        raise PermissionDenied(f"{agent.email} is not in the group of {reference(settings, ticket)}")
-    body = body.strip()
-    if not body:
-        raise InvalidInput("a reply needs some text")
-    if len(body) > 100_000:
-        raise InvalidInput("a reply may be at most 100,000 characters")
+    ticket, agent = _agent_on(session, settings, ticket_ref, agent_email)
+    body = _text(body, "a reply")
     entry = ConversationEntry(
         ticket_id=ticket.id, kind="outbound", author_id=agent.id, body=body, created_at=now
     )
@@ -280,6 +271,61 @@ def reply_as_agent(
     ticket.updated_at = now
     tell_process(session, settings, ticket, "agent_replied", {"entry_id": entry.id}, now=now, actor=actor)
     return entry
+
+
+def add_note(
+    session: Session,
+    settings: Settings,
+    *,
+    ticket_ref: str | int,
+    agent_email: str,
+    body: str,
+    now: datetime,
+) -> ConversationEntry:
+    """An internal note on the conversation: agents see it, nobody is mailed, the process is not
+    told. Who may write one, and how long it may be, is as for :func:`reply_as_agent`."""
+    ticket, agent = _agent_on(session, settings, ticket_ref, agent_email)
+    body = _text(body, "a note")
+    entry = ConversationEntry(ticket_id=ticket.id, kind="note", author_id=agent.id, body=body, created_at=now)
+    session.add(entry)
+    session.flush()
+    audit.record(
+        session,
+        ticket_id=ticket.id,
+        actor=audit.actor_of(agent),
+        action="note_added",
+        now=now,
+        detail=body[:200],
+        data={"entry_id": entry.id},
+    )
+    ticket.updated_at = now
+    return entry
+
+
+#: The longest reply or note an agent may write (characters).
+MAX_TEXT = 100_000
+
+
+def _agent_on(
+    session: Session, settings: Settings, ticket_ref: str | int, agent_email: str
+) -> tuple[Ticket, User]:
+    """The ticket and the agent, who must be allowed to work on it."""
+    ticket = get_ticket(session, settings, ticket_ref)
+    agent = session.scalar(select(User).where(User.email == normalise_email(agent_email)))
+    if agent is None:
+        raise NotFound(f"no user {agent_email}")
+    if not may_work_on(session, agent, ticket):
+        raise PermissionDenied(f"{agent.email} is not in the group of {reference(settings, ticket)}")
+    return ticket, agent
+
+
+def _text(body: str, what: str) -> str:
+    body = body.strip()
+    if not body:
+        raise InvalidInput(f"{what} needs some text")
+    if len(body) > MAX_TEXT:
+        raise InvalidInput(f"{what} may be at most {MAX_TEXT:,} characters")
+    return body
 
 
 def may_work_on(session: Session, user: User, ticket: Ticket) -> bool:

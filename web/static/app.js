@@ -22,6 +22,7 @@ document.addEventListener("click", (event) => {
   if (!button) return;
   const box = document.getElementById(button.dataset.target || "reply-body");
   if (!box) return;
+  event.preventDefault(); // a link's fallback without JavaScript (a page with the text filled in)
   const text = button.dataset.insert;
   const at = box.selectionStart ?? box.value.length;
   box.value = box.value.slice(0, at) + text + box.value.slice(box.selectionEnd ?? at);

@@ -7,6 +7,12 @@ document.addEventListener("htmx:configRequest", (event) => {
   if (token) event.detail.headers["X-CSRFToken"] = token.content;
 });
 
+document.addEventListener("htmx:beforeRequest", (event) => {
+  // Live regions (the inbox) refresh only while someone looks at them. (A trigger filter such
+  // as [document.visibilityState ...] would need eval, which the CSP rightly forbids.)
+  if (document.hidden && event.detail.elt.hasAttribute("data-live")) event.preventDefault();
+});
+
 document.addEventListener("htmx:beforeSwap", (event) => {
   // A form with field errors comes back as 422 and a conflict as 409: show them in place.
   const status = event.detail.xhr.status;

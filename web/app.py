@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, redirect, request, url_for
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response as BaseResponse
 
 from workflows.app import Desk, build_desk
@@ -46,6 +47,10 @@ def create_app(settings: Settings | None = None, *, desk: Desk | None = None) ->
         JSON_SORT_KEYS=False,
     )
     app.extensions["lanedesk"] = desk
+    if desk.settings.trusted_proxies:
+        # The client's address (login rate limit) and scheme as the proxies in front saw them.
+        hops = desk.settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
     csrf = CSRFProtect(app)

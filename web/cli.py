@@ -61,7 +61,6 @@ def web(ctx: click.Context, host: str, port: int, workers: int, threads: int) ->
             "accesslog": "-",
             "errorlog": "-",
             "graceful_timeout": 20,
-            "forwarded_allow_ips": "127.0.0.1",
         },
     )
 

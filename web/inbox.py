@@ -10,7 +10,7 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from engine.errors import FormInvalid
-from workflows.errors import Conflict, PermissionDenied
+from workflows.errors import Conflict, InvalidInput, PermissionDenied
 from workflows.inbox import SORTS, VIEWS
 from workflows.inbox import inbox as inbox_page
 from workflows.models import TICKET_NUMBER_OFFSET, Group, HumanTask, User
@@ -110,7 +110,7 @@ def assign(task_id: str) -> Response:
     email = (request.form.get("assignee") or "").strip().lower()
     colleague = db().scalar(select(User).where(User.email == email)) if email else None
     if colleague is None:
-        raise Conflict(f"no colleague {email or '(none given)'}")
+        raise InvalidInput(f"no colleague {email or '(none given)'}")
     task = release_task(db(), desk().settings, task_id=task_id, user=me(), to=colleague, now=desk().clock())
     flash(f"“{task.name}” is {colleague.name}'s now.")
     return _back()

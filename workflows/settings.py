@@ -183,6 +183,8 @@ class Settings:
     language: str = "en"
     #: Where the web UI is reachable, for links in mail (ticket pages, the survey).
     base_url: str = "http://127.0.0.1:8000"
+    #: Reverse proxies in front of `lanedesk web` whose X-Forwarded-For/-Proto to believe (0: none).
+    trusted_proxies: int = 0
     #: The npm packages of the workspace (htmx, bpmn-js): default web/node_modules of the checkout.
     assets_dir: Path | None = None
 
@@ -251,6 +253,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mail_from=_address(env, "LANEDESK_MAIL_FROM", f"support@{mail_domain}"),
         language=language,
         base_url=base_url,
+        trusted_proxies=_int(env, "LANEDESK_TRUSTED_PROXIES", 0),
         assets_dir=Path(assets) if (assets := _raw(env, "LANEDESK_ASSETS_DIR")) else None,
         bpmn_dir=Path(_raw(env, "LANEDESK_BPMN_DIR") or Settings.bpmn_dir),
         sla_config=Path(sla_config) if sla_config else None,

@@ -44,15 +44,11 @@ def may_work_on_task(user: User, task: HumanTask) -> bool:
     )
 
 
-def _may_work_on(user: User, task: HumanTask) -> bool:
-    return user.role == "admin" or any(g.id == task.group_id for g in user.groups)
-
-
 def _open_task(session: Session, task_id: str, user: User) -> HumanTask:
     task = session.get(HumanTask, task_id, populate_existing=True)
     if task is None:
         raise NotFound(f"no task {task_id}")
-    if not _may_work_on(user, task):
+    if not may_work_on_task(user, task):
         group = task.group.slug if task.group else "no group"
         raise PermissionDenied(f"{user.email} is not in {group}, which this task belongs to")
     if task.state != "open":

@@ -47,6 +47,7 @@ def reset_schema(engine: Engine) -> None:
         Base.metadata.drop_all(engine)
         with engine.begin() as conn:
             conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+            conn.execute(text("DROP TABLE IF EXISTS ticket_search"))  # FTS5, not in the metadata
 
 
 @pytest.fixture(scope="session")

@@ -184,7 +184,8 @@ class Ticket(Base):
     group_id: Mapped[int | None] = mapped_column(ForeignKey("agent_group.id"))
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
     created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
+    #: Indexed for the "recently updated" ticket list (workflows.search).
+    updated_at: Mapped[datetime] = mapped_column(index=True)
     closed_at: Mapped[datetime | None]
     #: The address the ticket came in through (SLA policies and calendars may depend on it).
     mailbox: Mapped[str | None] = mapped_column(String(320))

@@ -8,11 +8,12 @@ from sqlalchemy import Engine, inspect
 
 from workflows import migrate
 from workflows.models import Base
+from workflows.search import include_name
 
 
 def test_migrations_and_models_agree(db_engine: Engine) -> None:
     with db_engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})
         diff = compare_metadata(context, Base.metadata)
     assert diff == []
 
@@ -26,4 +27,4 @@ def test_the_suite_schema_was_built_by_the_migrations(db_engine: Engine) -> None
 def test_upgrading_twice_changes_nothing(db_engine: Engine) -> None:
     migrate.upgrade(db_engine)
     with db_engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0005"
+        assert MigrationContext.configure(conn).get_current_revision() == "0006"

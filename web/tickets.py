@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -17,7 +18,7 @@ from flask_login import login_required
 from werkzeug.wrappers import Response
 
 from workflows.errors import InvalidInput, PermissionDenied
-from workflows.models import Attachment, MailMessage, Ticket
+from workflows.models import Attachment, ConversationEntry, MailMessage, Ticket
 from workflows.ticket_page import diagram_state, original_html, pinned_diagram, ticket_page
 from workflows.tickets import add_note, get_ticket, may_work_on, reply_as_agent
 
@@ -70,30 +71,33 @@ def ticket(reference: str) -> tuple[str, int]:
 @bp.post("/tickets/<reference>/reply")
 @login_required
 def reply(reference: str) -> Response | tuple[str, int]:
-    body = request.form.get("body", "")
-    try:
-        entry = reply_as_agent(
-            db(), desk().settings, ticket_ref=reference, agent_email=me().email, body=body, now=desk().clock()
-        )
-    except InvalidInput as exc:
-        db().rollback()
-        return _page(reference, 422, reply_text=body, reply_error=_sentence(exc))
-    flash("Your reply is on the conversation and on its way to the customer (see Outgoing mail).")
-    return redirect(url_for("tickets.ticket", reference=reference, _anchor=f"entry-{entry.id}"))
+    return _write(
+        reference,
+        reply_as_agent,
+        "reply",
+        "Your reply is on the conversation and on its way to the customer (see Outgoing mail).",
+    )
 
 
 @bp.post("/tickets/<reference>/note")
 @login_required
 def note(reference: str) -> Response | tuple[str, int]:
+    return _write(reference, add_note, "note", "Internal note added (agents only; the customer is not told).")
+
+
+def _write(
+    reference: str, service: Callable[..., ConversationEntry], form: str, done: str
+) -> Response | tuple[str, int]:
+    """Post the composer's ``form`` (reply or note) through ``service``; errors re-show it."""
     body = request.form.get("body", "")
     try:
-        entry = add_note(
+        entry = service(
             db(), desk().settings, ticket_ref=reference, agent_email=me().email, body=body, now=desk().clock()
         )
     except InvalidInput as exc:
         db().rollback()
-        return _page(reference, 422, note_text=body, note_error=_sentence(exc))
-    flash("Internal note added (agents only; the customer is not told).")
+        return _page(reference, 422, **{f"{form}_text": body, f"{form}_error": _sentence(exc)})
+    flash(done)
     return redirect(url_for("tickets.ticket", reference=reference, _anchor=f"entry-{entry.id}"))
 
 

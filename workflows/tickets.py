@@ -235,22 +235,8 @@ def reply_as_agent(
     """An agent's answer to the customer: on the conversation, mailed through the outbox (to the
     requester and the ticket's Cc participants), and ``agent_replied`` told to the process."""
     ticket, agent = _agent_on(session, settings, ticket_ref, agent_email)
-    body = _text(body, "a reply")
-    entry = ConversationEntry(
-        ticket_id=ticket.id, kind="outbound", author_id=agent.id, body=body, created_at=now
-    )
-    session.add(entry)
-    session.flush()
+    entry = _agent_entry(session, ticket, agent, "outbound", _text(body, "a reply"), "agent_replied", now)
     actor = audit.actor_of(agent)
-    audit.record(
-        session,
-        ticket_id=ticket.id,
-        actor=actor,
-        action="agent_replied",
-        now=now,
-        detail=body[:200],
-        data={"entry_id": entry.id},
-    )
     cc = session.scalars(
         select(TicketParticipant.email)
         .where(TicketParticipant.ticket_id == ticket.id)
@@ -273,6 +259,24 @@ def reply_as_agent(
     return entry
 
 
+def _agent_entry(
+    session: Session, ticket: Ticket, agent: User, kind: str, body: str, action: str, now: datetime
+) -> ConversationEntry:
+    entry = ConversationEntry(ticket_id=ticket.id, kind=kind, author_id=agent.id, body=body, created_at=now)
+    session.add(entry)
+    session.flush()
+    audit.record(
+        session,
+        ticket_id=ticket.id,
+        actor=audit.actor_of(agent),
+        action=action,
+        now=now,
+        detail=body[:200],
+        data={"entry_id": entry.id},
+    )
+    return entry
+
+
 def add_note(
     session: Session,
     settings: Settings,
@@ -285,19 +289,7 @@ def add_note(
     """An internal note on the conversation: agents see it, nobody is mailed, the process is not
     told. Who may write one, and how long it may be, is as for :func:`reply_as_agent`."""
     ticket, agent = _agent_on(session, settings, ticket_ref, agent_email)
-    body = _text(body, "a note")
-    entry = ConversationEntry(ticket_id=ticket.id, kind="note", author_id=agent.id, body=body, created_at=now)
-    session.add(entry)
-    session.flush()
-    audit.record(
-        session,
-        ticket_id=ticket.id,
-        actor=audit.actor_of(agent),
-        action="note_added",
-        now=now,
-        detail=body[:200],
-        data={"entry_id": entry.id},
-    )
+    entry = _agent_entry(session, ticket, agent, "note", _text(body, "a note"), "note_added", now)
     ticket.updated_at = now
     return entry
 

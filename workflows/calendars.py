@@ -56,6 +56,13 @@ class BusinessCalendar:
 
     def __post_init__(self) -> None:
         _check_hours(self.name, self.hours)
+        # Open every hour of every day, with no holidays: business time is wall time. A fast
+        # path for add/seconds_between (the inbox computes them for every row it shows).
+        no_holidays = (
+            isinstance(self.holidays, frozenset) and not self.holidays
+        )  # (lazy sources are not empty)
+        always = no_holidays and all(day == ((MIDNIGHT, MIDNIGHT),) for day in self.hours)
+        object.__setattr__(self, "_always_open", always)
 
     def is_working_time(self, at: datetime) -> bool:
         """Whether the desk is open at the aware instant `at` (at opening yes, at closing no)."""
@@ -72,6 +79,8 @@ class BusinessCalendar:
         """
         if not math.isfinite(seconds) or seconds < 0:
             raise ValueError(f"calendar {self.name!r}: cannot add {seconds!r} seconds")
+        if self._always_open:  # type: ignore[attr-defined]
+            return _as_utc(start, "start") + timedelta(seconds=seconds)
         remaining = timedelta(seconds=seconds)
         spans = self._open_spans(_as_utc(start, "start"))
         while True:
@@ -83,6 +92,8 @@ class BusinessCalendar:
     def seconds_between(self, start: datetime, end: datetime) -> int:
         """Whole business seconds in [start, end), 0 if end <= start; the inverse of add()."""
         start, end = _as_utc(start, "start"), _as_utc(end, "end")
+        if self._always_open:  # type: ignore[attr-defined]
+            return max(0, (end - start) // timedelta(seconds=1))
         total = timedelta()
         for a, b in self._open_spans(start, until=end):
             if a >= end:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -117,7 +117,15 @@ def _retime(instance: Instance, ops: DeskOperations, now: datetime) -> None:
     if ops.sla_changed:
         instance.retime_timers(now=now, functions=ops.functions(), mentioning="sla_due")
         ops.sla_changed = False
-        ops.ticket.sla_due_at = ops.earliest_due()  # the inbox sorts by it
+        due = ops.earliest_due()
+        if due != ops.ticket.sla_due_at:  # the inbox sorts by it, on the ticket and its open tasks
+            ops.ticket.sla_due_at = due
+            ops.session.execute(
+                update(HumanTask)
+                .where(HumanTask.ticket_id == ops.ticket.id, HumanTask.state == "open")
+                .values(sla_due_at=due)
+                .execution_options(synchronize_session=False)
+            )
 
 
 def lock_instance(session: Session, instance_id: int) -> WorkflowInstance:
@@ -264,6 +272,7 @@ def _sync_tasks(
                 form=view.form,
                 state="open",
                 created_at=now,
+                sla_due_at=ops.ticket.sla_due_at,
             )
         )
         audit.record(

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -233,7 +234,34 @@ class HumanTask(Base):
     """Projection of READY user tasks, so no inbox query ever loads a workflow."""
 
     __tablename__ = "human_task"
-    __table_args__ = (Index("ix_human_task_inbox", "state", "group_id"),)
+    __table_args__ = (
+        Index("ix_human_task_inbox", "state", "group_id"),
+        # The inbox picks a page of open tasks from this table alone (workflows/inbox.py).
+        Index(
+            "ix_human_task_open_due",
+            "sla_due_at",
+            "created_at",
+            postgresql_where=text("state = 'open'"),
+            sqlite_where=text("state = 'open'"),
+            postgresql_include=["group_id", "assignee_id"],
+        ),
+        Index(
+            "ix_human_task_open_group",
+            "group_id",
+            "assignee_id",
+            postgresql_where=text("state = 'open'"),
+            sqlite_where=text("state = 'open'"),
+            postgresql_include=["sla_due_at", "created_at"],
+        ),
+        Index(
+            "ix_human_task_open_assignee",
+            "assignee_id",
+            "sla_due_at",
+            "created_at",
+            postgresql_where=text("state = 'open'"),
+            sqlite_where=text("state = 'open'"),
+        ),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # SpiffWorkflow task uuid
     instance_id: Mapped[int] = mapped_column(ForeignKey("workflow_instance.id"), index=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
@@ -248,6 +276,8 @@ class HumanTask(Base):
     created_at: Mapped[datetime]
     claimed_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+    #: The ticket's ``sla_due_at`` while the task is open: the inbox sorts by it without a join.
+    sla_due_at: Mapped[datetime | None]
     group: Mapped[Group | None] = relationship(lazy="joined")
     assignee: Mapped[User | None] = relationship(foreign_keys=[assignee_id], lazy="joined")
     ticket: Mapped[Ticket] = relationship(lazy="select")

@@ -513,3 +513,19 @@ def test_a_subdivision_adds_its_own_holidays() -> None:
 
 def test_observed_holidays_that_cross_new_year_are_kept() -> None:
     assert date(2021, 12, 31) in Closures("holidays US", country="US")  # New Year 2022 fell on a Saturday
+
+
+def test_round_the_clock_is_wall_time_and_a_holiday_still_counts() -> None:
+    from datetime import UTC, date, datetime, timedelta
+
+    from workflows.calendars import ALWAYS_OPEN, BusinessCalendar
+
+    start = datetime(2026, 3, 28, 22, 30, tzinfo=UTC)  # across Europe's DST change: UTC has none
+    end = start + timedelta(days=3, hours=5, seconds=7)
+    assert ALWAYS_OPEN.seconds_between(start, end) == int((end - start).total_seconds())
+    assert ALWAYS_OPEN.seconds_between(end, start) == 0
+    assert ALWAYS_OPEN.add(start, 3600.5) == start + timedelta(seconds=3600.5)
+    closed_sunday = BusinessCalendar(
+        "24x7-but-sunday", ALWAYS_OPEN.timezone, ALWAYS_OPEN.hours, frozenset({date(2026, 3, 29)})
+    )
+    assert closed_sunday.seconds_between(start, end) == int((end - start).total_seconds()) - 86400

@@ -651,6 +651,13 @@ def copy_templates(
             conn.execute(
                 text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
             )
+        # An open task carries its ticket's SLA due time (the inbox sorts by it without a join).
+        conn.execute(
+            text(
+                "UPDATE human_task h SET sla_due_at = t.sla_due_at FROM ticket t "
+                "WHERE t.id = h.ticket_id AND h.state = 'open'"
+            )
+        )
     with desk.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
     return wanted

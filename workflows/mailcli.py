@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from . import outbox, templates
+from . import canned, outbox, templates
 from .cli import EXIT_USAGE, desk, fail, main
 from .errors import InvalidInput, NotFound
 from .models import TICKET_NUMBER_OFFSET, OutboxMessage
@@ -217,3 +217,56 @@ def template_reset(ctx: click.Context, name: str, language: str, as_email: str) 
         f"template {name} ({language.lower()}) "
         + ("reset to the bundled one" if dropped else "was not customised")
     )
+
+
+@main.group("canned")
+def canned_cmd() -> None:
+    """Canned responses agents insert into their replies (admins keep them)."""
+
+
+@canned_cmd.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def canned_list(ctx: click.Context, as_json: bool) -> None:
+    """Every canned response, by title."""
+    d = desk(ctx)
+    with d.unit_of_work(readonly=True) as session:
+        items = [{"title": c.title, "body": c.body} for c in canned.list_canned(session)]
+    if as_json:
+        click.echo(dump_json(items))
+        return
+    for item in items:
+        click.echo(f"{item['title']}: {item['body'][:70]}")
+
+
+@canned_cmd.command("add")
+@click.argument("title")
+@click.option(
+    "--text", "text_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option("--as", "as_email", required=True, help="The admin making the change.")
+@click.pass_context
+def canned_add(ctx: click.Context, title: str, text_file: Path, as_email: str) -> None:
+    """Add a canned response whose text is in a file."""
+    d = desk(ctx)
+    with d.unit_of_work() as session:
+        row = canned.add_canned(
+            session,
+            title=title,
+            body=text_file.read_text(encoding="utf-8"),
+            by=get_user(session, as_email),
+            now=d.clock(),
+        )
+        click.echo(f"canned response “{row.title}” added")
+
+
+@canned_cmd.command("remove")
+@click.argument("title")
+@click.option("--as", "as_email", required=True, help="The admin making the change.")
+@click.pass_context
+def canned_remove(ctx: click.Context, title: str, as_email: str) -> None:
+    """Remove a canned response."""
+    d = desk(ctx)
+    with d.unit_of_work() as session:
+        canned.remove_canned(session, title=title, by=get_user(session, as_email), now=d.clock())
+    click.echo(f"canned response “{title}” removed")

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, false, func, or_, select, true
-from sqlalchemy.orm import Session, contains_eager, defaultload
+from sqlalchemy.orm import Session, contains_eager, defaultload, defer
 
 from . import sla
 from .calendars import ALWAYS_OPEN
@@ -151,6 +151,7 @@ def inbox(
             .join(Ticket.requester)
             .where(HumanTask.id.in_(ids))
             .options(
+                defer(HumanTask.form),  # JSON the inbox does not show: 2 ms a page to decode
                 contains_eager(HumanTask.ticket).contains_eager(Ticket.requester),
                 contains_eager(HumanTask.ticket).lazyload(Ticket.group),
                 defaultload(HumanTask.assignee).lazyload(User.groups),

@@ -199,7 +199,7 @@ def normalise_message_id(value: str) -> str | None:
     else:
         tokens = [t.strip("<>") for t in value.split()]
         core = next((t for t in tokens if "@" in t), tokens[0] if len(tokens) == 1 else "")
-    core = "".join(ch for ch in core if ch.isprintable())
+    core = "".join(ch for ch in core if ch.isprintable() and ch not in "<>")  # "a<b" is no id
     return f"<{core}>" if core and len(core) <= RECORD_CHARS - 2 else None
 
 

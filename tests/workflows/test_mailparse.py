@@ -894,6 +894,8 @@ def test_long_and_duplicate_filenames_are_shortened_and_numbered() -> None:
         ("", None),
         ("<>", None),
         ("not an id", None),
+        ("boundary=<E", "<boundary=E>"),  # an unclosed bracket inside (found by the fuzz test)
+        ("a<b@c", "<ab@c>"),
     ],
 )
 def test_message_ids_are_normalised(value: str, normalised: str | None) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TypeVar
 
 import sqlalchemy
 from celery import Celery, Task, shared_task
@@ -26,17 +28,32 @@ SWEEP_GRACE = timedelta(seconds=30)
 #: Due instances one scan hands out; the rest wait for the next scan, seconds later.
 SCAN_LIMIT = 5000
 
+T = TypeVar("T")
 _desks: dict[tuple[int, int], Desk] = {}
 _transports: dict[tuple[int, int], Transport] = {}
 
 
-def desk_for(task: Task) -> Desk:
-    """The desk of this worker process (built after the fork: pools must not cross it)."""
+def _per_process(cache: dict[tuple[int, int], T], task: Task, build: Callable[[Settings], T]) -> T:
+    """One ``build(settings)`` per worker process (made after the fork: pools must not cross it)."""
     settings: Settings = task.app.conf.lanedesk_settings
     key = (os.getpid(), id(settings))
-    if key not in _desks:
-        _desks[key] = build_desk(settings)
-    return _desks[key]
+    if key not in cache:
+        cache[key] = build(settings)
+    return cache[key]
+
+
+def desk_for(task: Task) -> Desk:
+    """The desk of this worker process."""
+    return _per_process(_desks, task, build_desk)
+
+
+def publish(app: Celery, task_name: str, ids: list[int]) -> None:
+    """Queue ``task_name(id)`` for each id, on this app (not whichever app is "current")."""
+    if ids:
+        task = app.tasks[task_name]
+        with app.producer_or_acquire() as producer:
+            for one in ids:
+                task.apply_async((one,), producer=producer)
 
 
 @shared_task(
@@ -51,10 +68,7 @@ def scan_due_timers(self: Task) -> int:
     with desk.unit_of_work() as session:
         ids = claim_due(session, desk.clock(), limit=SCAN_LIMIT)
     if ids:
-        wake = self.app.tasks[wake_instance.name]  # this app's, not whichever app is "current"
-        with self.app.producer_or_acquire() as producer:
-            for instance_id in ids:
-                wake.apply_async((instance_id,), producer=producer)
+        publish(self.app, wake_instance.name, ids)
         log.info("scan: %d due instance(s) handed out", len(ids))
     return len(ids)
 
@@ -134,11 +148,7 @@ def sweep_mail(self: Task) -> int:
 
 
 def publish_processing(app: Celery, ids: list[int]) -> None:
-    if ids:
-        task = app.tasks[process_mail.name]
-        with app.producer_or_acquire() as producer:
-            for mail_id in ids:
-                task.apply_async((mail_id,), producer=producer)
+    publish(app, process_mail.name, ids)
 
 
 def ingest(app: Celery, desk: Desk, raw: bytes, envelope: Envelope) -> Stored:
@@ -160,11 +170,7 @@ def ingest(app: Celery, desk: Desk, raw: bytes, envelope: Envelope) -> Stored:
 
 # -- outgoing mail -----------------------------------------------------------------------------
 def transport_of(task: Task) -> Transport:
-    settings: Settings = task.app.conf.lanedesk_settings
-    key = (os.getpid(), id(settings))
-    if key not in _transports:
-        _transports[key] = transport_for(settings)
-    return _transports[key]
+    return _per_process(_transports, task, transport_for)
 
 
 @shared_task(
@@ -197,11 +203,7 @@ def dispatch_outbox(app: Celery, desk: Desk, *, recover: bool = False) -> int:
     try:
         with desk.unit_of_work() as session:
             ids = due_for_delivery(session, desk.clock(), recover=recover)
-        if ids:
-            task = app.tasks[deliver_mail.name]
-            with app.producer_or_acquire() as producer:
-                for outbox_id in ids:
-                    task.apply_async((outbox_id,), producer=producer)
+        publish(app, deliver_mail.name, ids)
     except Exception:
         if recover:
             raise

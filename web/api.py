@@ -14,7 +14,6 @@ OpenAPI 3.1 document describing all of this is served at ``/api/v1/openapi.json`
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, make_response, request, url_for
@@ -38,6 +37,7 @@ from workflows.models import (
     User,
 )
 from workflows.operations import STATUSES
+from workflows.output import iso
 from workflows.search import MAX_QUERY_CHARS, STATUS_QUEUES, TicketRow, search_tickets
 from workflows.search import SORTS as TICKET_SORTS
 from workflows.sla import PRIORITIES
@@ -176,10 +176,6 @@ def _text(data: dict[str, Any], name: str, errors: dict[str, str], *, limit: int
 
 
 # -- rendering -----------------------------------------------------------------------------------
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
-
-
 def _ref(ticket_id: int) -> str:
     return f"{desk().settings.ticket_prefix}-{ticket_id + TICKET_NUMBER_OFFSET}"
 
@@ -204,10 +200,10 @@ def _ticket_json(ticket: Ticket, assignee: str | None) -> dict[str, Any]:
         "group": ticket.group.slug if ticket.group else None,
         "assignee": assignee,
         "requester": ticket.requester.email,
-        "sla_due_at": _iso(ticket.sla_due_at),
-        "created_at": _iso(ticket.created_at),
-        "updated_at": _iso(ticket.updated_at),
-        "closed_at": _iso(ticket.closed_at),
+        "sla_due_at": iso(ticket.sla_due_at),
+        "created_at": iso(ticket.created_at),
+        "updated_at": iso(ticket.updated_at),
+        "closed_at": iso(ticket.closed_at),
     }
 
 
@@ -228,9 +224,9 @@ def _task_json(task: HumanTask) -> dict[str, Any]:
             "status": ticket.status,
             "priority": ticket.priority,
         },
-        "created_at": _iso(task.created_at),
-        "claimed_at": _iso(task.claimed_at),
-        "completed_at": _iso(task.completed_at),
+        "created_at": iso(task.created_at),
+        "claimed_at": iso(task.claimed_at),
+        "completed_at": iso(task.completed_at),
         "completed_by": completed_by,
     }
 
@@ -258,7 +254,7 @@ def _row_json(row: InboxRow) -> dict[str, Any]:
 def _urgency_json(urgency: Urgency) -> dict[str, Any]:
     return {
         "clock": urgency.clock,
-        "due_at": _iso(urgency.due_at),
+        "due_at": iso(urgency.due_at),
         "used_percent": urgency.percent,
         "state": urgency.state,
     }
@@ -273,7 +269,7 @@ def _entry_json(
         "author": agents.get(entry.author_id) if entry.author_id is not None else None,
         "customer": customers.get(entry.customer_id) if entry.customer_id is not None else None,
         "body": entry.body,
-        "created_at": _iso(entry.created_at),
+        "created_at": iso(entry.created_at),
         "mail_id": entry.mail_id,
     }
 
@@ -286,18 +282,18 @@ def _clock_json(clock: SlaClock) -> dict[str, Any]:
         "calendar": clock.calendar,
         "target_seconds": clock.target_seconds,
         "elapsed_seconds": clock.elapsed_seconds,
-        "started_at": _iso(clock.started_at),
-        "paused_at": _iso(clock.paused_at),
-        "due_at": _iso(clock.due_at),
-        "breached_at": _iso(clock.breached_at),
-        "stopped_at": _iso(clock.stopped_at),
+        "started_at": iso(clock.started_at),
+        "paused_at": iso(clock.paused_at),
+        "due_at": iso(clock.due_at),
+        "breached_at": iso(clock.breached_at),
+        "stopped_at": iso(clock.stopped_at),
     }
 
 
 def _event_json(event: AuditEvent) -> dict[str, Any]:
     return {
         "id": event.id,
-        "at": _iso(event.created_at),
+        "at": iso(event.created_at),
         "actor": event.actor,
         "action": event.action,
         "element_id": event.element_id,
@@ -447,7 +443,7 @@ def ticket(reference: str) -> dict[str, Any]:
             "version": version.version,
             "status": view.instance.status,
             "error": view.instance.error,
-            "next_wake_at": _iso(view.instance.next_wake_at),
+            "next_wake_at": iso(view.instance.next_wake_at),
         },
         "open_tasks": [_task_json(task) for task in view.open_tasks],
         "sla": [_clock_json(clock) for clock in view.sla],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +12,10 @@ from .cli import EXIT_USAGE, desk, fail, main
 from .errors import InvalidInput, NotFound
 from .models import TICKET_NUMBER_OFFSET, OutboxMessage
 from .outmail import compose
-from .output import dump_json
+from .output import dump_json, iso
 from .tickets import get_ticket
 from .transports import transport_for
 from .users import get_user
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
 
 
 def outbox_dict(row: OutboxMessage, prefix: str) -> dict[str, Any]:
@@ -38,9 +33,9 @@ def outbox_dict(row: OutboxMessage, prefix: str) -> dict[str, Any]:
         "attempts": row.attempts,
         "last_error": row.last_error,
         "server_reply": row.server_reply,
-        "created_at": _iso(row.created_at),
-        "next_attempt_at": _iso(row.next_attempt_at) if row.state == "queued" else None,
-        "sent_at": _iso(row.sent_at),
+        "created_at": iso(row.created_at),
+        "next_attempt_at": iso(row.next_attempt_at) if row.state == "queued" else None,
+        "sent_at": iso(row.sent_at),
     }
 
 

@@ -14,7 +14,7 @@ from .settings import Settings
 from .tickets import TicketView
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
@@ -31,7 +31,7 @@ def task_dict(task: HumanTask, settings: Settings) -> dict[str, Any]:
         "group": task.group.slug if task.group else None,
         "state": task.state,
         "assignee": task.assignee.email if task.assignee else None,
-        "created_at": _iso(task.created_at),
+        "created_at": iso(task.created_at),
         "form": task.form,
     }
 
@@ -46,14 +46,14 @@ def ticket_dict(view: TicketView) -> dict[str, Any]:
         "category": t.category,
         "group": t.group.slug if t.group else None,
         "requester": t.requester.email,
-        "created_at": _iso(t.created_at),
-        "closed_at": _iso(t.closed_at),
+        "created_at": iso(t.created_at),
+        "closed_at": iso(t.closed_at),
         "process": {
             "id": view.instance.process_version.process_id,
             "version": view.instance.process_version.version,
             "status": view.instance.status,
             "error": view.instance.error,
-            "next_wake_at": _iso(view.instance.next_wake_at),
+            "next_wake_at": iso(view.instance.next_wake_at),
         },
         "open_tasks": [
             {
@@ -74,19 +74,19 @@ def ticket_dict(view: TicketView) -> dict[str, Any]:
                 "calendar": c.calendar,
                 "target_seconds": c.target_seconds,
                 "elapsed_seconds": c.elapsed_seconds,
-                "due_at": _iso(c.due_at),
-                "started_at": _iso(c.started_at),
-                "breached_at": _iso(c.breached_at),
-                "stopped_at": _iso(c.stopped_at),
+                "due_at": iso(c.due_at),
+                "started_at": iso(c.started_at),
+                "breached_at": iso(c.breached_at),
+                "stopped_at": iso(c.stopped_at),
             }
             for c in view.sla
         ],
         "conversation": [
-            {"kind": e.kind, "body": e.body, "created_at": _iso(e.created_at)} for e in view.conversation
+            {"kind": e.kind, "body": e.body, "created_at": iso(e.created_at)} for e in view.conversation
         ],
         "timeline": [
             {
-                "at": _iso(e.created_at),
+                "at": iso(e.created_at),
                 "actor": e.actor,
                 "action": e.action,
                 "element_id": e.element_id,

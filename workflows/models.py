@@ -174,6 +174,39 @@ class ProcessVersion(Base):
     deployed_at: Mapped[datetime]
 
 
+class ProcessDraft(Base):
+    """A diagram a process owner is working on in the studio; every save is a revision."""
+
+    __tablename__ = "process_draft"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    process_id: Mapped[str] = mapped_column(String(200), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    #: The deployed version it was opened from (None: uploaded or new).
+    based_on_id: Mapped[int | None] = mapped_column(ForeignKey("process_version.id"))
+    #: The newest revision's number; a save must name it (two owners saving at once: one wins).
+    revision: Mapped[int] = mapped_column(default=0)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    #: Set when the draft was deployed (as that version) or discarded; it is then read-only.
+    closed_at: Mapped[datetime | None]
+    deployed_as_id: Mapped[int | None] = mapped_column(ForeignKey("process_version.id"))
+
+
+class ProcessDraftRevision(Base):
+    """One saved state of a draft, kept so an owner can go back to any earlier save."""
+
+    __tablename__ = "process_draft_revision"
+    __table_args__ = (UniqueConstraint("draft_id", "revision"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    draft_id: Mapped[int] = mapped_column(ForeignKey("process_draft.id"))
+    revision: Mapped[int]
+    xml: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int]
+    saved_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    saved_at: Mapped[datetime]
+
+
 class Ticket(Base):
     __tablename__ = "ticket"
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, *, desk: Desk | None = None) ->
         return response
 
     app.jinja_env.filters["age"] = age
+    app.jinja_env.filters["duration"] = duration
     app.jinja_env.filters["local"] = lambda moment: local(moment, desk.settings.zone)
 
     @app.get("/")
@@ -91,7 +92,14 @@ def age(moment: datetime | None, now: datetime) -> str:
     """``5 min``, ``3 h``, ``2 d``: how long ago ``moment`` was."""
     if moment is None:
         return "—"
-    seconds = max(0, int((now - moment).total_seconds()))
+    return duration((now - moment).total_seconds())
+
+
+def duration(seconds: float | None) -> str:
+    """``5 min``, ``3 h``, ``2 d`` for a number of seconds (``—`` for None)."""
+    if seconds is None:
+        return "—"
+    seconds = max(0, int(seconds))
     if seconds < 3600:
         return f"{seconds // 60} min"
     if seconds < 86400 * 2:
@@ -105,7 +113,7 @@ def local(moment: datetime | None, zone: ZoneInfo) -> str:
 
 
 def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
-    from . import api, inbox, lists, tickets
+    from . import api, inbox, lists, studio, tickets
 
     # The API authenticates with bearer tokens only, never the session cookie: no CSRF there.
     csrf.exempt(api.bp)
@@ -114,3 +122,4 @@ def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     app.register_blueprint(tickets.bp)
     app.register_blueprint(lists.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(studio.bp)

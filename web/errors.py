@@ -6,7 +6,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Response
 
-from engine.errors import FormInvalid
+from engine.errors import DefinitionError, FormInvalid
 from workflows.errors import Conflict, DeskError, InvalidInput, NotFound, PermissionDenied
 
 from .db import fail
@@ -27,7 +27,12 @@ TITLES = {
 
 
 def _wants_json() -> bool:
-    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+    """The API, a caller asking for JSON, and a JSON request (the studio's editor) get JSON."""
+    return (
+        request.path.startswith("/api/")
+        or request.is_json
+        or request.accept_mimetypes.best == "application/json"
+    )
 
 
 def answer(status: int, message: str, errors: dict[str, str] | None = None) -> tuple[Response | str, int]:
@@ -45,6 +50,18 @@ def init_app(app: Flask) -> None:
     def _desk_error(exc: DeskError) -> tuple[Response | str, int]:
         status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
         return answer(status, str(exc))
+
+    @app.errorhandler(DefinitionError)
+    def _definition_error(exc: DefinitionError) -> tuple[Response | str, int]:
+        fail()
+        problems = [
+            {"line": p.line, "element_id": p.element_id, "message": p.message, "text": str(p)}
+            for p in exc.problems
+        ]
+        if _wants_json():
+            return jsonify({"error": "the diagram has problems", "status": 422, "problems": problems}), 422
+        message = "The diagram has problems: " + "; ".join(str(p) for p in exc.problems[:20])
+        return render_template("error.html", status=422, title=TITLES[422], message=message), 422
 
     @app.errorhandler(FormInvalid)
     def _form_invalid(exc: FormInvalid) -> tuple[Response | str, int]:

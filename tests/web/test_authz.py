@@ -28,10 +28,11 @@ from tests.workflows.helpers import TRIAGE
 from workflows.app import Desk
 from workflows.inbound import Envelope, process_mail, store_raw
 from workflows.models import Attachment, HumanTask, Ticket, User
+from workflows.studio import start_draft
 from workflows.tickets import reference
 from workflows.users import new_api_token
 
-from ..conftest import MONDAY_9
+from ..conftest import MONDAY_9, REPO
 from .conftest import csrf_of, log_in
 from .test_auth import snapshot, use_cheap_passwords
 
@@ -48,6 +49,9 @@ LOGGED_OUT = (ANONYMOUS, CUSTOMER)
 EVERYONE = frozenset({OTHER_GROUP, GROUP, OWNER, ADMIN})
 #: Who may work on a Tier 1 ticket: its group and admins (owners see what their groups see: none).
 TIER_1 = frozenset({GROUP, ADMIN})
+#: Who may use the studio.
+OWNERS = frozenset({OWNER, ADMIN})
+LIFECYCLE = (REPO / "bpmn" / "ticket_lifecycle.bpmn").read_text()
 #: The users behind the logged-in callers.
 USERS = {
     OTHER_GROUP: ("petra@desk.example", "agent", ("tier-2",)),
@@ -96,6 +100,11 @@ def api(
     return Route("bearer", allowed, ok=ok, args=args, data=data or {})
 
 
+def studio(*args: str, ok: int = 200, data: dict[str, Any] | None = None) -> Route:
+    """A page or call of the process owner's studio: owners and admins only."""
+    return Route("session", OWNERS, ok=ok, args=args, data=data or {})
+
+
 #: Keyed by "METHOD /rule" with every parameter written <>.
 ROUTES: dict[str, Route] = {
     # Files.
@@ -142,6 +151,29 @@ ROUTES: dict[str, Route] = {
     "POST /api/v1/tasks/<>/unclaim": api("task"),
     "POST /api/v1/tasks/<>/assign": api("task", data={"assignee": USERS[GROUP][0]}),
     "POST /api/v1/tasks/<>/complete": api("task", data={"data": TRIAGE}),
+    # The studio: process owners and admins only.
+    "GET /studio": studio(),
+    "POST /studio/upload": studio(ok=422),  # posted without a file: "choose a .bpmn file"
+    "POST /studio/check": studio(data={"xml": LIFECYCLE}),
+    "GET /studio/processes/<>": studio("process"),
+    "POST /studio/processes/<>/drafts": studio("process", ok=302),
+    "GET /studio/processes/<>/versions/<>": studio("process", "version"),
+    "GET /studio/processes/<>/versions/<>/diagram.bpmn": studio("process", "version"),
+    "POST /studio/processes/<>/versions/<>/roll-back": studio("process", "version", ok=302),
+    "GET /studio/processes/<>/compare": studio("process"),
+    "GET /studio/processes/<>/monitor": studio("process"),
+    "GET /studio/processes/<>/monitor.json": studio("process"),
+    "GET /studio/processes/<>/monitor/<>": studio("process", "element"),
+    "GET /studio/processes/<>/migrate": studio("process"),
+    "POST /studio/processes/<>/migrate": studio("process", data={"to": "1"}),
+    "GET /studio/drafts/<>": studio("draft"),
+    "GET /studio/drafts/<>/diagram.bpmn": studio("draft"),
+    "GET /studio/drafts/<>/history": studio("draft"),
+    "POST /studio/drafts/<>/save": studio("draft", ok=201, data={"xml": LIFECYCLE}),
+    "POST /studio/drafts/<>/deploy": studio("draft", ok=201, data={"xml": LIFECYCLE, "note": "same"}),
+    "POST /studio/drafts/<>/discard": studio("draft", ok=302),
+    "GET /studio/drafts/<>/simulate": studio("draft"),
+    "POST /studio/drafts/<>/simulate": studio("draft"),  # the example scenario
 }
 
 PARAMETER = re.compile(r"<[^>]+>")
@@ -184,6 +216,10 @@ class Objects:
     attachment: int
     mail: int
     subject: str
+    draft: int  # a studio draft of the lifecycle
+    process: str = "ticket_lifecycle"
+    version: int = 1
+    element: str = "triage"
 
     def fill(self, kind: str) -> str:
         return str(getattr(self, kind))
@@ -206,7 +242,20 @@ def tier_1_ticket(desk: Desk, n: int) -> Objects:
         assert ticket is not None and ticket.group is not None and ticket.group.slug == "tier-1"
         task = session.scalars(select(HumanTask).where(HumanTask.ticket_id == ticket.id)).one()
         attachment = session.scalars(select(Attachment).where(Attachment.ticket_id == ticket.id)).one()
-        return Objects(reference(desk.settings, ticket), task.id, attachment.id, stored.id, subject)
+        admin = session.scalars(select(User).where(User.role == "admin")).first()
+        draft = (
+            start_draft(session, xml=LIFECYCLE.encode(), filename="x.bpmn", actor=admin, now=MONDAY_9)
+            if admin
+            else None
+        )
+        return Objects(
+            reference(desk.settings, ticket),
+            task.id,
+            attachment.id,
+            stored.id,
+            subject,
+            draft.id if draft else 0,
+        )
 
 
 @dataclass
@@ -244,7 +293,7 @@ def world(app: Flask, desk: Desk, make_user: Callable[..., User], monkeypatch: p
         with desk.unit_of_work() as session:
             tokens[actor] = new_api_token(session, session.merge(user), "matrix", now=MONDAY_9)
     tokens[CUSTOMER] = "ld_" + "jana" * 10  # made up: there is no customer login
-    built = World(app, desk, tier_1_ticket(desk, 0), cookies, tokens)
+    built = World(app, desk, tier_1_ticket(desk, 0), cookies, tokens)  # made after the admin: has a draft
     for actor in USERS:  # the first use of a token stamps it: do that before anything is compared
         built.app.test_client().get("/api/v1/me", headers=bearer(built, actor))
     return built

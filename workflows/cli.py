@@ -486,3 +486,4 @@ def prepare_desk(d: Desk, *, demo: bool) -> None:
 # Commands defined beside the code they run (registered on `main` when imported).
 from . import mailcli as _mailcli  # noqa: E402, F401
 from . import processcli as _processcli  # noqa: E402, F401
+from . import simcli as _simcli  # noqa: E402, F401

@@ -1,10 +1,13 @@
 # The lanedesk image: one image for every process (migrate, web, worker, beat).
 # Build: docker build -t lanedesk .   Run: see docker-compose.yml and docs/operators.md.
-# The workspace's front-end packages (htmx, bpmn-js) from npm, by the lock file.
+# The workspace's front-end packages (htmx, bpmn-js, ...) from npm, by the lock file, and the
+# studio's editor bundle built from web/studio by esbuild (a devDependency, pruned after use).
 FROM node:20-slim AS assets
 WORKDIR /assets
 COPY web/package.json web/package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund
+RUN npm ci --no-audit --no-fund
+COPY web/studio ./studio
+RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 
 FROM python:3.11-slim
 
@@ -27,7 +30,10 @@ RUN pip install -c constraints.txt . && rm -rf /src
 # service deploys them from here (lanedesk deploy /app/bpmn/ticket_lifecycle.bpmn).
 WORKDIR /app
 COPY bpmn ./bpmn
+# Served under /static/vendor/ (web/assets.py): npm's files from node_modules, the studio's
+# bundle (studio.js, studio.css) from dist beside it.
 COPY --from=assets /assets/node_modules ./node_modules
+COPY --from=assets /assets/dist ./dist
 ENV LANEDESK_ASSETS_DIR=/app/node_modules
 
 # Run unprivileged. LANEDESK_DATA_DIR only matters when no database URL is configured.

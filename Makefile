@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lanedesk-installed
-ASSETS := web/node_modules/.lanedesk-installed
+NODE   := web/node_modules/.lanedesk-installed
+ASSETS := web/dist/.lanedesk-built
 
 .PHONY: run test lint bench clean
 
@@ -13,9 +14,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# The workspace's front-end packages (htmx, bpmn-js), exactly as web/package-lock.json says.
-$(ASSETS): web/package.json web/package-lock.json
+# The workspace's front-end packages (htmx, bpmn-js, ...), exactly as web/package-lock.json says.
+$(NODE): web/package.json web/package-lock.json
 	npm ci --prefix web --no-audit --no-fund --loglevel=error
+	touch $(NODE)
+
+# The studio's BPMN editor: esbuild bundles web/studio/ into web/dist/ (gitignored), served by
+# web/assets.py as /static/vendor/studio.{js,css}. Rebuilt when its source or the packages change.
+$(ASSETS): $(NODE) $(wildcard web/studio/*)
+	npm run build --prefix web --silent
 	touch $(ASSETS)
 
 run: $(STAMP) $(ASSETS)  ## migrate, deploy the bundled diagrams, demo data, then a Celery worker and beat (SQLite + embedded broker under ./var)

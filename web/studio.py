@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import login_required
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import select
@@ -21,10 +21,12 @@ from engine.xmlload import MAX_DIAGRAM_BYTES
 from workflows import simulation, studio
 from workflows.errors import DeskError, InvalidInput
 from workflows.models import Group, ProcessDraft, ProcessVersion
+from workflows.studio import StaleDraft
 from workflows.tickets import reference
 
+from . import assets
 from .auth import me
-from .db import db, desk
+from .db import db, desk, fail
 
 bp = Blueprint("studio", __name__, url_prefix="/studio")
 
@@ -184,7 +186,11 @@ def save_draft(draft_id: int) -> tuple[Response, int]:
     base = fields.get("base_revision")
     if base is not None and not isinstance(base, int):
         base = int(base) if str(base).isdigit() else None
-    row = studio.save_draft(db(), draft_id, xml=xml, base_revision=base, actor=me(), now=desk().clock())
+    try:
+        row = studio.save_draft(db(), draft_id, xml=xml, base_revision=base, actor=me(), now=desk().clock())
+    except StaleDraft as exc:  # the editor offers to save over the newer revision
+        fail()
+        return jsonify({"error": str(exc), "status": 409, "latest_revision": exc.latest}), 409
     body = {
         "draft": draft_id,
         "revision": row.revision,
@@ -252,7 +258,7 @@ def _editor(
         draft=draft.id if draft else None,
         draft_revision=draft.revision if draft else None,
         back_url=url_for(".process", process_id=process_id),
-        editor_built=True,  # XXX wire to assets
+        editor_built=assets.editor_built(current_app),
         csrf=generate_csrf(),
     )
 

@@ -242,6 +242,17 @@ def start_draft(
     return draft
 
 
+class StaleDraft(Conflict):
+    """Someone saved the draft after the editor opened it; ``latest`` is their revision."""
+
+    def __init__(self, draft: ProcessDraft, base_revision: int):
+        self.latest = draft.revision
+        super().__init__(
+            f"draft {draft.id} was saved again (revision {draft.revision}) after you opened revision "
+            f"{base_revision}: reload it to see theirs, or save yours over it"
+        )
+
+
 def save_draft(
     session: Session, draft_id: int, *, xml: bytes, base_revision: int | None, actor: User, now: datetime
 ) -> ProcessDraftRevision:
@@ -255,10 +266,7 @@ def save_draft(
     if draft.closed_at is not None:
         raise Conflict(f"draft {draft.id} was already deployed or discarded; start a new one")
     if base_revision is not None and base_revision != draft.revision:
-        raise Conflict(
-            f"draft {draft.id} was saved again (revision {draft.revision}) after you opened revision "
-            f"{base_revision}: reload it, or save yours as a new draft"
-        )
+        raise StaleDraft(draft, base_revision)
     _loadable(xml, f"draft-{draft.id}.bpmn")
     return _add_revision(session, draft, xml, actor, now)
 

@@ -118,6 +118,7 @@ def test_a_stale_save_is_refused_and_the_newer_one_kept(
 
     assert first.status_code == 201
     assert second.status_code == 409 and "saved again (revision 2)" in second.get_json()["error"]
+    assert second.get_json()["latest_revision"] == 2
     assert 'name="Theirs"' in owner.get(f"/studio/drafts/{draft}/diagram.bpmn").get_data(as_text=True)
 
 

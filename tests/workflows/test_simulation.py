@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy import func, select
 
 from engine.errors import DefinitionError
 from tasks.cli import main
-from workflows import simulation
+from workflows import simulation, sla
 from workflows.app import Desk
 from workflows.models import AuditEvent, OutboxMessage, Ticket, WorkflowInstance
 from workflows.settings import Settings
@@ -128,6 +129,35 @@ def test_a_scenario_calendar_with_extra_closed_dates_overrides_the_policy_calend
     # Monday is closed for the inventory: 30 minutes on Friday, 3.5 hours on Tuesday.
     assert seen(timeline, "timer_fired")[0][0] == "Tue 10 Mar 12:30"
     assert "policy standard, calendar inventory" in seen(timeline, "sla")[0][1]
+
+
+def test_runs_on_the_same_calendar_reuse_one_sla_file_and_keep_the_live_one_cached(
+    prague: Settings,
+) -> None:
+    sla._cached.cache_clear()
+    live = sla.load_sla_config(prague)
+    for _ in range(9):  # more runs than the SLA configuration cache has entries (8)
+        timeline = run(prague, FRIDAY + "calendar: prague\nuntil: 5d\n")
+        assert seen(timeline, "timer_fired")[0][0] == "Mon 09 Mar 12:30"
+    # The live file and the one derived from it for `prague`; one new entry per run before.
+    assert sla._cached.cache_info().currsize == 2
+    assert sla.load_sla_config(prague) is live
+
+
+def test_a_change_to_the_live_sla_file_reaches_the_next_run_on_a_scenario_calendar(
+    prague: Settings, tmp_path: Path
+) -> None:
+    config = tmp_path / "sla.yaml"
+    config.write_text(EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
+    live = dataclasses.replace(prague, sla_config=config)
+    scenario = FRIDAY + "calendar: prague\nuntil: 5d\n"
+    assert seen(run(live, scenario), "timer_fired")[0][0] == "Mon 09 Mar 12:30"
+
+    text = config.read_text(encoding="utf-8").replace('# dates: ["2026-12-31"]', 'dates: ["2026-03-09"]')
+    config.write_text(text, encoding="utf-8")
+    later = config.stat().st_mtime + 10  # a new modification time even on a coarse clock
+    os.utime(config, (later, later))
+    assert seen(run(live, scenario), "timer_fired")[0][0] == "Tue 10 Mar 12:30"
 
 
 def test_a_customer_reply_three_hours_later_is_kept_while_triage_waits(prague: Settings) -> None:
@@ -374,7 +404,7 @@ def test_the_live_desks_own_groups_can_be_named_by_lanes(prague: Settings) -> No
 def test_a_timer_loop_is_stopped_with_a_clear_message(
     prague: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(simulation, "MAX_WAKES", 2)  # the lifecycle wakes three times after triage
+    monkeypatch.setattr(simulation.run, "MAX_WAKES", 2)  # the lifecycle wakes three times after triage
     with pytest.raises(SimulationError, match="woken 2 times by Wed 11 Mar 16:30"):
         run(prague, FRIDAY + "until: 10d\nevents:" + TRIAGE_MONDAY)
 

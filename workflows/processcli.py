@@ -141,3 +141,6 @@ def rollback_cmd(ctx: click.Context, process_id: str, number: int, as_email: str
             click.echo(f"deployed {process_id} version {version.version} (the content of version {number})")
         else:
             click.echo(f"unchanged: version {version.version} already has the content of version {number}")
+
+
+from . import migratecli as _migratecli  # noqa: E402, F401

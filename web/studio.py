@@ -21,6 +21,7 @@ from engine.xmlload import MAX_DIAGRAM_BYTES
 from workflows import simulation, studio
 from workflows.errors import DeskError, InvalidInput
 from workflows.models import Group, ProcessDraft, ProcessVersion
+from workflows.process_migration import candidates, migrate_instances, preview_migration
 from workflows.studio import StaleDraft
 from workflows.tickets import reference
 
@@ -305,6 +306,60 @@ def simulate(draft_id: int) -> str | tuple[str, int]:
         error=error,
     )
     return html, status
+
+
+# -- moving running tickets ----------------------------------------------------------------------
+#: Tickets previewed (and offered for moving) per page: each preview loads an instance.
+MIGRATE_PAGE = 100
+
+
+@bp.route("/processes/<process_id>/migrate", methods=["GET", "POST"])
+def migrate(process_id: str) -> str | tuple[str, int]:
+    """Preview where running tickets would land in a version; move the ones the owner ticks."""
+    rows = studio.versions(db(), process_id)
+    if not rows:
+        abort(404, f"no process {process_id!r} is deployed")
+    numbers = [r.version.version for r in rows]
+    to = request.values.get("to", numbers[0], type=int) or numbers[0]
+    if to not in numbers:
+        raise InvalidInput(f"{process_id} has no version {to}")
+    report = None
+    if request.method == "POST":
+        chosen = [int(v) for v in request.form.getlist("instance") if v.isdigit()]
+        if not chosen:
+            raise InvalidInput("tick at least one ticket to move")
+        revisions = {
+            int(key.removeprefix("revision-")): int(value)
+            for key, value in request.form.items()
+            if key.startswith("revision-") and key[9:].isdigit() and value.isdigit()
+        }
+        report = migrate_instances(
+            db(),
+            desk().settings,
+            process_id=process_id,
+            to_version=to,
+            instance_ids=chosen,
+            actor=me(),
+            now=desk().clock(),
+            expected_revisions={i: revisions[i] for i in chosen if i in revisions},
+        )
+    everyone = candidates(db(), process_id=process_id, to_version=to)
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    shown = everyone[(page - 1) * MIGRATE_PAGE : page * MIGRATE_PAGE]
+    previews = preview_migration(
+        db(), desk().settings, process_id=process_id, to_version=to, instance_ids=shown
+    )
+    return render_template(
+        "studio/migrate.html",
+        process_id=process_id,
+        to=to,
+        numbers=numbers,
+        previews=previews,
+        total=len(everyone),
+        page=page,
+        pages=max(1, -(-len(everyone) // MIGRATE_PAGE)),
+        report=report,
+    )
 
 
 # -- uploads -----------------------------------------------------------------------------------

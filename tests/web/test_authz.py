@@ -165,7 +165,7 @@ ROUTES: dict[str, Route] = {
     "GET /studio/processes/<>/monitor.json": studio("process"),
     "GET /studio/processes/<>/monitor/<>": studio("process", "element"),
     "GET /studio/processes/<>/migrate": studio("process"),
-    "POST /studio/processes/<>/migrate": studio("process", data={"to": "1"}),
+    "POST /studio/processes/<>/migrate": studio("process", ok=422, data={"to": "1"}),  # nothing ticked
     "GET /studio/drafts/<>": studio("draft"),
     "GET /studio/drafts/<>/diagram.bpmn": studio("draft"),
     "GET /studio/drafts/<>/history": studio("draft"),

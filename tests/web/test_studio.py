@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -254,3 +255,47 @@ def test_simulating_a_draft_shows_the_timeline_and_touches_no_live_ticket(
         from workflows.models import Ticket
 
         assert session.scalar(select(func.count()).select_from(Ticket)) == 0
+
+
+def test_running_tickets_are_previewed_then_moved_and_the_rest_stay_with_the_reason(
+    owner: FlaskClient, desk: Desk
+) -> None:
+    from workflows.models import Ticket, WorkflowInstance
+
+    with desk.unit_of_work() as session:
+        ticket = open_ticket(
+            session,
+            desk.settings,
+            requester="jana@customer.example",
+            subject="VPN",
+            body="Down.",
+            now=MONDAY_9,
+        )
+        ref = f"LD-{ticket.id + 1000}"
+    data = (Path(__file__).resolve().parents[1] / "data" / "migration" / "call_customer.bpmn").read_text()
+    draft = new_draft(owner)
+    owner.post(
+        f"/studio/drafts/{draft}/deploy", json={"xml": data, "note": "call them"}, headers=token(owner)
+    )
+
+    preview = owner.get(f"/studio/processes/{PROCESS}/migrate").get_data(as_text=True)
+    instance = re.search(r'name="instance" value="(\d+)"', preview)
+    revision = re.search(r'name="revision-\d+" value="(\d+)"', preview)
+    assert instance and revision and ref in preview and "1 running ticket on other versions" in preview
+    moved = owner.post(
+        f"/studio/processes/{PROCESS}/migrate",
+        data={
+            "csrf_token": token(owner)["X-CSRFToken"],
+            "to": "2",
+            "instance": instance.group(1),
+            f"revision-{instance.group(1)}": revision.group(1),
+        },
+    )
+
+    body = moved.get_data(as_text=True)
+    assert moved.status_code == 200, body
+    assert "Moved 1 ticket" in body and "No running ticket" in body
+    with desk.unit_of_work(readonly=True) as session:
+        row = session.scalars(select(WorkflowInstance).where(WorkflowInstance.ticket_id == ticket.id)).one()
+        assert row.process_version.version == 2
+        assert session.get(Ticket, ticket.id) is not None

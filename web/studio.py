@@ -19,6 +19,7 @@ from engine.compare import element_names
 from engine.errors import DefinitionError, Problem
 from engine.xmlload import MAX_DIAGRAM_BYTES
 from workflows import simulation, studio
+from workflows.definitions import get_version
 from workflows.errors import DeskError, InvalidInput
 from workflows.models import Group, ProcessDraft, ProcessVersion
 from workflows.process_migration import candidates, migrate_instances, preview_migration
@@ -86,7 +87,7 @@ def process(process_id: str) -> str:
 
 @bp.get("/processes/<process_id>/versions/<int:number>")
 def version(process_id: str, number: int) -> str:
-    found = studio.get_version(db(), process_id, number)
+    found = get_version(db(), process_id, number)
     return _editor(
         process_id,
         title=f"{process_id} · version {found.version} (read-only)",
@@ -97,7 +98,7 @@ def version(process_id: str, number: int) -> str:
 
 @bp.get("/processes/<process_id>/versions/<int:number>/diagram.bpmn")
 def version_xml(process_id: str, number: int) -> Response:
-    found = studio.get_version(db(), process_id, number)
+    found = get_version(db(), process_id, number)
     return _xml_response(
         studio.version_xml(db(), found),
         f"{process_id}-v{number}.bpmn",
@@ -136,11 +137,8 @@ def roll_back(process_id: str, number: int) -> Response:
 @bp.post("/processes/<process_id>/drafts")
 def new_draft(process_id: str) -> Response:
     """A draft from a deployed version (the newest unless ``version`` says otherwise)."""
-    rows = studio.versions(db(), process_id)
-    if not rows:
-        abort(404, f"no process {process_id!r} is deployed")
-    number = request.form.get("version", rows[0].version.version, type=int)
-    base = studio.get_version(db(), process_id, number or rows[0].version.version)
+    number = request.form.get("version", type=int)
+    base = get_version(db(), process_id, number) if number else studio.newest_version(db(), process_id)
     draft = studio.start_draft(
         db(),
         xml=studio.version_xml(db(), base),
@@ -384,16 +382,14 @@ def upload() -> Response | tuple[str, int]:
 # -- monitoring ----------------------------------------------------------------------------------
 @bp.get("/processes/<process_id>/monitor")
 def monitor(process_id: str) -> str:
-    rows = studio.versions(db(), process_id)
-    if not rows:
-        abort(404, f"no process {process_id!r} is deployed")
-    loads = _loads(process_id, rows[0].version)
+    latest = studio.newest_version(db(), process_id)
+    loads = _loads(process_id, latest)
     return render_template(
         "studio/monitor.html",
         process_id=process_id,
-        latest=rows[0].version,
+        latest=latest,
         data_url=url_for(".monitor_json", process_id=process_id),
-        xml_url=url_for(".version_xml", process_id=process_id, number=rows[0].version.version),
+        xml_url=url_for(".version_xml", process_id=process_id, number=latest.version),
         loads=loads,
         window=studio.MONITOR_WINDOW_DAYS,
     )
@@ -401,10 +397,7 @@ def monitor(process_id: str) -> str:
 
 @bp.get("/processes/<process_id>/monitor.json")
 def monitor_json(process_id: str) -> Response:
-    rows = studio.versions(db(), process_id)
-    if not rows:
-        abort(404, f"no process {process_id!r} is deployed")
-    loads = _loads(process_id, rows[0].version)
+    loads = _loads(process_id, studio.newest_version(db(), process_id))
     return jsonify(
         {
             "elements": [

@@ -102,6 +102,18 @@ def require_latest_version(session: Session, process_id: str) -> ProcessVersion:
     return version
 
 
+def get_version(session: Session, process_id: str, number: int) -> ProcessVersion:
+    """Version ``number`` of ``process_id``; NotFound when there is none."""
+    found = session.scalar(
+        select(ProcessVersion).where(
+            ProcessVersion.process_id == process_id, ProcessVersion.version == number
+        )
+    )
+    if found is None:
+        raise NotFound(f"{process_id} has no version {number}")
+    return found
+
+
 def load_definition(session: Session, version: ProcessVersion) -> Definition:
     """The parsed definition of ``version``, parsed once per process and kept (LRU)."""
     key = (version.content_hash, version.process_id)

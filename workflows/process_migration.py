@@ -24,7 +24,7 @@ from engine.migration import MigrationPlan, TaskLanding, migrate, needs_engine_r
 from engine.runtime import Definition, Instance
 
 from . import audit, sla
-from .definitions import load_definition
+from .definitions import get_version, load_definition
 from .errors import DeskError, NotFound, PermissionDenied
 from .instances import _sync_tasks, lock_instance
 from .models import TICKET_NUMBER_OFFSET, HumanTask, ProcessVersion, Ticket, User, WorkflowInstance
@@ -123,7 +123,7 @@ def preview_migration(
     target version already, another process) comes back refused with the reason; an unknown id
     raises NotFound. Reads only.
     """
-    target = _version(session, process_id, to_version)
+    target = get_version(session, process_id, to_version)
     ids = (
         candidates(session, process_id=process_id, to_version=to_version)
         if instance_ids is None
@@ -140,7 +140,7 @@ def preview_migration(
 
 def candidates(session: Session, *, process_id: str, to_version: int) -> list[int]:
     """Ids of the running instances of ``process_id`` on versions other than ``to_version``."""
-    target = _version(session, process_id, to_version)
+    target = get_version(session, process_id, to_version)
     return list(
         session.scalars(
             select(WorkflowInstance.id)
@@ -176,7 +176,7 @@ def migrate_instances(
         raise PermissionDenied(
             f"{actor.email} is an {actor.role}; only process owners and admins move tickets"
         )
-    target = _version(session, process_id, to_version)
+    target = get_version(session, process_id, to_version)
     ids = list(dict.fromkeys(instance_ids))
     known = set(session.scalars(select(WorkflowInstance.id).where(WorkflowInstance.id.in_(ids))))
     missing = [str(i) for i in ids if i not in known]
@@ -389,17 +389,6 @@ def _audit_refusal(session: Session, outcome: InstancePreview, actor: User, now:
             "tasks": [task.to_dict() for task in outcome.tasks],
         },
     )
-
-
-def _version(session: Session, process_id: str, number: int) -> ProcessVersion:
-    version = session.scalar(
-        select(ProcessVersion).where(
-            ProcessVersion.process_id == process_id, ProcessVersion.version == number
-        )
-    )
-    if version is None:
-        raise NotFound(f"no version {number} of process {process_id!r}")
-    return version
 
 
 def _iso(moment: datetime | None) -> str | None:

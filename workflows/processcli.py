@@ -9,6 +9,7 @@ import click
 
 from . import studio
 from .cli import desk, main
+from .definitions import get_version
 from .errors import NotFound
 from .output import dump_json, iso
 from .users import get_user
@@ -91,7 +92,7 @@ def show_cmd(ctx: click.Context, process_id: str, number: int | None) -> None:
             if not rows:
                 raise NotFound(f"no process {process_id!r} is deployed")
             number = rows[0].version.version
-        xml = studio.version_xml(session, studio.get_version(session, process_id, number))
+        xml = studio.version_xml(session, get_version(session, process_id, number))
     sys.stdout.buffer.write(xml)
     sys.stdout.buffer.flush()
 

@@ -23,7 +23,7 @@ from engine.validate import executable_process_id
 from engine.xmlload import load_xml
 
 from . import audit
-from .definitions import deploy_definition, validate_definition
+from .definitions import deploy_definition, get_version, latest_version, validate_definition
 from .errors import Conflict, NotFound, PermissionDenied
 from .models import (
     DefinitionContent,
@@ -122,14 +122,11 @@ def versions(session: Session, process_id: str) -> list[VersionRow]:
     return [VersionRow(v, email, running.get(v.id, 0)) for v, email in rows]
 
 
-def get_version(session: Session, process_id: str, number: int) -> ProcessVersion:
-    found = session.scalar(
-        select(ProcessVersion).where(
-            ProcessVersion.process_id == process_id, ProcessVersion.version == number
-        )
-    )
+def newest_version(session: Session, process_id: str) -> ProcessVersion:
+    """The newest version of ``process_id``; NotFound when it was never deployed."""
+    found = latest_version(session, process_id)
     if found is None:
-        raise NotFound(f"{process_id} has no version {number}")
+        raise NotFound(f"no process {process_id!r} is deployed")
     return found
 
 

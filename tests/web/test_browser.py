@@ -10,79 +10,34 @@ Skipped when Chromium or the npm packages are missing, unless LANEDESK_REQUIRE_C
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from flask import Flask
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
-from web.assets import NODE_MODULES, installed
 from workflows.app import Desk
 from workflows.models import ConversationEntry, HumanTask, OutboxMessage, User
 from workflows.tickets import open_ticket
 
 from ..conftest import MONDAY_9
+from .browser import chromium_tab, require_browser, serve, shot
 from .conftest import PASSWORD
-
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
-REQUIRED = os.environ.get("LANEDESK_REQUIRE_CHROMIUM") == "1"
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def _missing() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is missing (Debian: apt-get install chromium)"
-    if not installed(NODE_MODULES):
-        return "the front-end packages are missing (npm ci --prefix web)"
-    return None
-
-
 @pytest.fixture
 def server(app: Flask) -> Iterator[str]:
-    problem = _missing()
-    if problem:
-        if REQUIRED:
-            pytest.fail(problem)
-        pytest.skip(problem)
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{http.server_port}"
-    finally:
-        http.shutdown()
-        thread.join(timeout=10)
+    require_browser()
+    with serve(app) as url:
+        yield url
 
 
 @pytest.fixture
 def page(server: str) -> Iterator[object]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        tab = context.new_page()
-        errors: list[str] = []
-        tab.on("pageerror", lambda exc: errors.append(str(exc)))
-        tab.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        tab.set_default_timeout(15_000)
-        try:
-            yield tab
-        finally:
-            context.close()
-            browser.close()
-        # A script error (a CSP violation, a broken viewer) fails the test after the fact; the
-        # browser's note about the deliberate 422 (the form with a mistake) is not one.
-        assert [e for e in errors if "status of 422" not in e] == []
-
-
-def shot(tab: object, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+    with chromium_tab(width=1280, expected="status of 422") as tab:
+        yield tab
 
 
 def marked(tab: object, marker: str) -> set[str]:

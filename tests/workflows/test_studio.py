@@ -51,7 +51,11 @@ def newest(session: Session) -> int:
 
 
 def actions(session: Session) -> list[str]:
-    return list(session.scalars(select(AuditEvent.action).where(AuditEvent.ticket_id.is_(None))))
+    return list(
+        session.scalars(
+            select(AuditEvent.action).where(AuditEvent.ticket_id.is_(None)).order_by(AuditEvent.id)
+        )
+    )
 
 
 # -- drafts ------------------------------------------------------------------------------------

@@ -18,12 +18,16 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from lxml import etree
 from sqlalchemy import select
 
+from engine.parser import read_form_fields
+from engine.runtime import Definition
 from web.assets import NODE_MODULES, built, editor_built, init_app
 from workflows.app import Desk
+from workflows.definitions import validate_definition
 from workflows.models import ProcessDraft, ProcessVersion, User
-from workflows.studio import save_draft, version_xml
+from workflows.studio import newest_version, save_draft, version_xml
 
 from ..conftest import MONDAY_9
 from .browser import chromium_tab, require_browser, serve, shot
@@ -31,6 +35,7 @@ from .conftest import PASSWORD
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
+NS = {"bpmn": "http://www.omg.org/spec/BPMN/20100524/MODEL"}
 TIMER = "triage_first_response_due"  # the boundary timer on Triage: "First response due"
 
 
@@ -233,3 +238,196 @@ def test_a_save_over_someone_elses_newer_revision_is_refused_and_the_work_stays(
     expect(panel).to_be_visible()
     expect(tab.locator("#bio-properties-panel-timerEventDefinitionValue")).to_have_value('"PT2H"')  # type: ignore[attr-defined]
     shot(tab, "studio-7-narrow")
+
+
+# -- A new user task: "Call the customer" in the Tier 2 lane, with a generated form ---------------
+
+NEW_TASK = "Call the customer"
+#: Where the owner drops the new task: on the Tier 2 work's outgoing flow, whose first segment
+#: runs through the Tier 2 lane from "Work ticket (Tier 2)" towards the work-done gateway.
+INSERT_ON = "flow_work_tier_2_done"
+
+#: The screen point at ``fraction`` of the first segment of connection ``id``, read from the
+#: connection's SVG hit path (straight segments) and the canvas's current transform.
+SEGMENT_POINT = """([id, fraction]) => {
+  const hit = document.querySelector(`#studio-editor g.djs-connection[data-element-id="${id}"] .djs-hit`);
+  const [x0, y0, x1, y1] = hit.getAttribute("d").match(/-?\\d+(?:\\.\\d+)?/g).map(Number);
+  const point = new DOMPoint(x0 + (x1 - x0) * fraction, y0 + (y1 - y0) * fraction);
+  const { x, y } = point.matrixTransform(hit.getScreenCTM());
+  return { x, y };
+}"""
+
+
+def segment_point(tab: object, connection: str, fraction: float) -> dict[str, float]:
+    return tab.evaluate(SEGMENT_POINT, [connection, fraction])  # type: ignore[attr-defined,no-any-return]
+
+
+def zoom_in_at(tab: object, point: dict[str, float], steps: int) -> None:
+    """Ctrl + mouse wheel over ``point``, as an owner zooms in on the part they are about to edit."""
+    tab.mouse.move(point["x"], point["y"])  # type: ignore[attr-defined]
+    tab.keyboard.down("Control")  # type: ignore[attr-defined]
+    for _ in range(steps):
+        tab.mouse.wheel(0, -100)  # type: ignore[attr-defined]
+    tab.keyboard.up("Control")  # type: ignore[attr-defined]
+
+
+def form_field(tab: object, index: int, entry: str) -> object:
+    """An input of the ``index``-th form field in the properties panel: formFieldID, formFieldType..."""
+    entry_box = f'#studio-properties [data-entry-id$="-formField-{index}-{entry}"]'
+    return tab.locator(entry_box).locator("input, select")  # type: ignore[attr-defined]
+
+
+def commit(field: object, text: str) -> None:
+    field.fill(text)  # type: ignore[attr-defined]
+    field.press("Tab")  # type: ignore[attr-defined]  # the panel commits a field on blur
+
+
+def add_list_item(tab: object, index: int, entry: str) -> object:
+    """Presses Create on a list of the ``index``-th form field (formFieldValues, formFieldConstraints);
+    returns that list's items."""
+    box = tab.locator(f'#studio-properties [data-entry-id$="-formField-{index}-{entry}"]')  # type: ignore[attr-defined]
+    box.locator(".bio-properties-panel-list-entry-header .bio-properties-panel-add-entry").click()
+    return box.locator("li.bio-properties-panel-list-entry-item")
+
+
+def test_an_owner_adds_a_call_the_customer_task_in_tier_2_with_a_form_checks_and_deploys_it(
+    desk: Desk, server: str, page: object, make_user: Callable[..., User]
+) -> None:
+    """The issue's user story, in the real editor.
+
+    The owner zooms in (Ctrl + wheel) on the Tier 2 work's outgoing flow, drags a task from the
+    palette onto that flow (bpmn-js inserts a shape dropped on a connection, and puts it in the
+    lane it lands in), types its name, makes it a user task with the context pad's "Change
+    element" menu, and in the properties panel gives it a generated form: an enum
+    ``call_outcome`` (two values, required) and a date ``called_at``. Check, Save draft, Deploy.
+    The server then holds a new version where the task sits in the Tier 2 lane between the Tier 2
+    work and the work-done gateway, with the form fields as the desk parses them, and which
+    validates clean.
+
+    Only mouse, keyboard and the panel's inputs are used; the one thing read from the page's
+    script side is where the flow's first segment is on screen (its SVG path and transform), so
+    the drop lands on the flow whatever the zoom.
+    """
+    tab = page
+    expect = sync_api.expect
+    with desk.unit_of_work(readonly=True) as session:
+        before = newest_version(session, "ticket_lifecycle").version
+
+    log_in_as_owner(tab, server, make_user)
+    open_new_draft(tab, server)
+    status = tab.locator("#studio-status")  # type: ignore[attr-defined]
+
+    # Zoom in on the flow, then drag a task from the palette onto it, in the Tier 2 lane.
+    zoom_in_at(tab, segment_point(tab, INSERT_ON, 0.65), steps=8)
+    drop = segment_point(tab, INSERT_ON, 0.65)
+    canvas = tab.locator("#studio-editor").bounding_box()  # type: ignore[attr-defined]
+    assert canvas["x"] + 150 < drop["x"] < canvas["x"] + canvas["width"] - 100, (drop, canvas)
+    assert canvas["y"] + 100 < drop["y"] < canvas["y"] + canvas["height"] - 100, (drop, canvas)
+    tab.locator('.djs-palette .entry[data-action="create.task"]').hover()  # type: ignore[attr-defined]
+    tab.mouse.down()  # type: ignore[attr-defined]
+    tab.mouse.move(drop["x"], drop["y"], steps=12)  # type: ignore[attr-defined]
+    tab.mouse.up()  # type: ignore[attr-defined]
+
+    # bpmn-js opens the new task's label for typing.
+    label = tab.locator(".djs-direct-editing-parent")  # type: ignore[attr-defined]
+    expect(label).to_be_visible()
+    tab.keyboard.type(NEW_TASK)  # type: ignore[attr-defined]
+    tab.keyboard.press("Enter")  # type: ignore[attr-defined]
+    expect(label).to_be_hidden()
+    task = tab.locator("#studio-editor g.djs-shape").filter(has_text=NEW_TASK)  # type: ignore[attr-defined]
+    expect(task).to_have_count(1)
+    expect(tab.locator(".studio")).to_have_class(re.compile(r"\bstudio-dirty\b"))  # type: ignore[attr-defined]
+
+    # A user task: the context pad's wrench, "Change element" → User task.
+    task.click()
+    tab.locator('.djs-context-pad .entry[data-action="replace"]').click()  # type: ignore[attr-defined]
+    tab.locator('.djs-popup [data-id="replace-with-user-task"]').click()  # type: ignore[attr-defined]
+    header = tab.locator(".bio-properties-panel-header")  # type: ignore[attr-defined]
+    expect(header.locator(".bio-properties-panel-header-type")).to_have_text("User Task")
+    expect(header.locator(".bio-properties-panel-header-label")).to_have_text(NEW_TASK)
+    shot(tab, "studio-add-task-1-inserted")
+
+    # Forms → Generated Task Forms, and two fields.
+    tab.locator('[data-group-id="group-CamundaPlatform__Form"] .bio-properties-panel-group-header').click()  # type: ignore[attr-defined]
+    tab.locator("#bio-properties-panel-formType").select_option("formData")  # type: ignore[attr-defined]
+    fields = tab.locator('[data-group-id="group-CamundaPlatform__FormData"]')  # type: ignore[attr-defined]
+    add_field = fields.locator(".bio-properties-panel-group-header .bio-properties-panel-add-entry")
+
+    add_field.click()
+    commit(form_field(tab, 0, "formFieldID"), "call_outcome")
+    commit(form_field(tab, 0, "formFieldLabel"), "Call outcome")
+    form_field(tab, 0, "formFieldType").select_option("enum")  # type: ignore[attr-defined]
+    values = [("reached", "Reached the customer"), ("no_answer", "No answer")]
+    for number, (value_id, value_name) in enumerate(values):
+        value = add_list_item(tab, 0, "formFieldValues").nth(number)
+        commit(value.get_by_label("ID", exact=True), value_id)
+        commit(value.get_by_label("Name", exact=True), value_name)
+    constraint = add_list_item(tab, 0, "formFieldConstraints").first
+    commit(constraint.get_by_label("Name", exact=True), "required")
+
+    add_field.click()
+    commit(form_field(tab, 1, "formFieldID"), "called_at")
+    commit(form_field(tab, 1, "formFieldLabel"), "Called at")
+    form_field(tab, 1, "formFieldType").select_option("date")  # type: ignore[attr-defined]
+    expect(fields.locator(".bio-properties-panel-list-badge").first).to_have_text("2")
+    shot(tab, "studio-add-task-2-form")
+
+    tab.get_by_role("button", name="Check", exact=True).click()  # type: ignore[attr-defined]
+    expect(status).to_contain_text("Check passed: no problems found.")
+    expect(tab.locator("#studio-problems li")).to_have_count(0)  # type: ignore[attr-defined]
+
+    tab.get_by_role("button", name="Save draft").click()  # type: ignore[attr-defined]
+    expect(status).to_contain_text("saved as revision 2")
+    shot(tab, "studio-add-task-3-saved")
+
+    note = "Tier 2 calls the customer after working the ticket"
+    tab.get_by_label("Deploy note").fill(note)  # type: ignore[attr-defined]
+    tab.get_by_role("button", name="Deploy", exact=True).click()  # type: ignore[attr-defined]
+    tab.wait_for_url(f"{server}/studio/processes/ticket_lifecycle")  # type: ignore[attr-defined]
+    expect(tab.get_by_role("row").filter(has_text=f"version {before + 1}")).to_contain_text(note)  # type: ignore[attr-defined]
+    shot(tab, "studio-add-task-4-deployed")
+
+    # On the server: the deployed version, as the desk reads it.
+    with desk.unit_of_work(readonly=True) as session:
+        version = newest_version(session, "ticket_lifecycle")
+        assert (version.version, version.note) == (before + 1, note)
+        xml = version_xml(session, version)
+        assert validate_definition(session, desk.settings, xml, version.filename) == []
+
+    root = etree.fromstring(xml)
+    (node,) = root.xpath("//bpmn:userTask[@name=$name]", namespaces=NS, name=NEW_TASK)
+    task_id = node.get("id")
+    lanes = root.xpath("//bpmn:lane[bpmn:flowNodeRef=$id]/@name", namespaces=NS, id=task_id)
+    assert lanes == ["Tier 2"]
+    flows = {(f.get("sourceRef"), f.get("targetRef")) for f in root.iterfind(".//bpmn:sequenceFlow", NS)}
+    assert {("work_tier_2", task_id), (task_id, "work_done")} <= flows
+    assert ("work_tier_2", "work_done") not in flows  # the flow was split, not doubled
+
+    spec = Definition.parse(xml, version.filename, "ticket_lifecycle").spec.task_specs[task_id]
+    assert (type(spec).__name__, spec.bpmn_name, spec.lane) == ("UserTask", NEW_TASK, "Tier 2")
+    assert (
+        spec.extensions["form"]
+        == read_form_fields(node)
+        == [
+            {
+                "id": "call_outcome",
+                "label": "Call outcome",
+                "type": "enum",
+                "default": None,
+                "date_pattern": None,
+                "options": [["reached", "Reached the customer"], ["no_answer", "No answer"]],
+                "validation": {"required": None},
+                "properties": {},
+            },
+            {
+                "id": "called_at",
+                "label": "Called at",
+                "type": "date",
+                "default": None,
+                "date_pattern": None,
+                "options": [],
+                "validation": {},
+                "properties": {},
+            },
+        ]
+    )

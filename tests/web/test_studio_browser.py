@@ -338,9 +338,18 @@ def test_an_owner_adds_a_call_the_customer_task_in_tier_2_with_a_form_checks_and
     expect(task).to_have_count(1)
     expect(tab.locator(".studio")).to_have_class(re.compile(r"\bstudio-dirty\b"))  # type: ignore[attr-defined]
 
-    # A user task: the context pad's wrench, "Change element" → User task.
-    task.click()
-    tab.locator('.djs-context-pad .entry[data-action="replace"]').click()  # type: ignore[attr-defined]
+    # A user task: the context pad's wrench, "Change element" → User task. On a loaded machine
+    # the first click can land while bpmn-js is still redrawing the renamed shape and select
+    # nothing; select it again until its context pad is there (a retry, not a wait).
+    replace = tab.locator('.djs-context-pad .entry[data-action="replace"]')  # type: ignore[attr-defined]
+    for _attempt in range(3):
+        task.click()
+        try:
+            replace.wait_for(state="visible", timeout=5_000)
+            break
+        except sync_api.TimeoutError:
+            continue
+    replace.click()
     tab.locator('.djs-popup [data-id="replace-with-user-task"]').click()  # type: ignore[attr-defined]
     header = tab.locator(".bio-properties-panel-header")  # type: ignore[attr-defined]
     expect(header.locator(".bio-properties-panel-header-type")).to_have_text("User Task")

@@ -2,6 +2,7 @@
 
     python -m bench.web                  # 100,000 tickets, 10,000 open tasks; 5 wrk runs x 15 s per page
     python -m bench.web --quick          # smoke run: 10,000 tickets, 1,000 open; 2 runs x 5 s
+    python -m bench.web --reuse --runs 3 --duration 10 --only rendered poll   # some pages only
     python -m bench.web --postgres postgresql+psycopg://postgres@127.0.0.1:5432/lanedesk_bench_web \\
         --tickets 100000 --open 10000 --workers 2 --threads 4 --runs 5 --duration 15 [--reuse]
 
@@ -39,6 +40,15 @@ on this 2-core machine: shared/notes/performance.md section 2e.)
    a wrk Lua ``done`` hook; every response status is counted from gunicorn's access log.
    Then one run with a single connection: the time one request takes without queueing (with 16
    connections on 2 cores, p95 is mostly time spent waiting: about 16 / throughput).
+   The inbox keeps rendered pages per process until something they show changes (web.inbox,
+   web.inbox_cache), so a repeated GET is mostly the kept page; each response says which in
+   ``X-Inbox-Cache`` (counted by the Lua ``response`` hook). Two pages defeat it with a new query
+   parameter per request ("every request rendered": the full-render cost), and one polls
+   /inbox/rows as the page's htmx does, revalidating with the ETag of its last 200 (304s).
+   Mixed run (``--mixed-rate``, default 5 changes/s): the Tier 1 agent's /inbox?view=all under
+   wrk while a background thread claims, gives back and re-prioritises Tier 1 tasks through the
+   real services, so the share of kept pages is what a busy desk would see. (The changes stay in
+   the database; claims and give-backs alternate, priorities move between P2 and P3.)
    CPU per process group over the runs (/proc): gunicorn, PostgreSQL, wrk, and what other
    processes used (the machine may be shared: read req/s with that in mind; CPU per request is
    the steadier figure, and 2 cores / CPU per request the ceiling it implies).
@@ -67,13 +77,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -83,15 +94,17 @@ from sqlalchemy import event, select, text
 from sqlalchemy.engine import make_url
 
 from web import create_app
+from web import inbox as inbox_pages
+from web.inbox_cache import PageCache
 from workflows import migrate
 from workflows.app import Desk, build_desk
 from workflows.bootstrap import deploy_bundled
 from workflows.models import TICKET_NUMBER_OFFSET, Group, HumanTask, User, WorkflowInstance
 from workflows.settings import load_settings
-from workflows.tickets import add_customer_reply, open_ticket, reply_as_agent
+from workflows.tickets import add_customer_reply, change_priority, open_ticket, reply_as_agent
 from workflows.users import add_user, ensure_default_groups, set_password
 from workflows.wakeups import wake_instance
-from workflows.worklist import complete_task
+from workflows.worklist import claim_task, complete_task, release_task
 
 from .__main__ import ensure_database
 from .timers import ELSE, PG_OTHER, PG_OURS, copy_rows, cpu_sample, cpu_window, layers_of, pct, stage
@@ -749,14 +762,13 @@ def build(url: str, data_dir: Path, args: argparse.Namespace) -> tuple[Desk, Use
     if args.reuse:
         ensure_database(url)
         desk = build_desk(settings_for(url, data_dir))
+        built: tuple[Any, ...] = ()
         with suppress(Exception), desk.engine.connect() as conn:
-            row = conn.execute(text("SELECT tickets, open, templates FROM bench_web_meta")).one()
-            if tuple(row) == (args.tickets, args.open, args.templates):
-                log(
-                    f"  reusing the database built earlier ({args.tickets:,} tickets, "
-                    f"{args.open:,} open tasks)"
-                )
-                return desk, load_users(desk)
+            built = tuple(conn.execute(text("SELECT tickets, open, templates FROM bench_web_meta")).one())
+        if built == (args.tickets, args.open, args.templates):
+            migrate.upgrade(desk.engine)  # migrations added since it was built (schema only)
+            log(f"  reusing the database built earlier ({args.tickets:,} tickets, {args.open:,} open tasks)")
+            return desk, load_users(desk)
         log("  nothing to reuse with these sizes: building")
     with stage("fresh schema (migrations), groups, 22 agents + admin, bundled diagram"):
         desk = fresh_schema(url, data_dir)
@@ -920,8 +932,45 @@ done = function(summary, latency, requests)
                          e.connect, e.read, e.write, e.status, e.timeout))
   for _, p in ipairs({50, 75, 90, 95, 99}) do io.write(string.format(" %d", latency:percentile(p))) end
   io.write(string.format(" %d\\n", latency.max))
+  for _, t in ipairs(threads) do
+    io.write(string.format("CACHE %d %d %d %d\\n", t:get("hit"), t:get("miss"), t:get("off"), t:get("none")))
+  end
 end
 """
+#: Each response's X-Inbox-Cache (web.inbox: hit, miss, off; none on other pages), per wrk thread;
+#: a conditional page revalidates with the ETag of the last 200 it got, as a browser does.
+LUA_COUNT = """
+threads = {}
+setup = function(thread) table.insert(threads, thread) end
+hit, miss, off, none = 0, 0, 0, 0
+etag = nil
+response = function(status, headers, body)
+  local seen = headers["X-Inbox-Cache"]
+  if seen == "hit" then hit = hit + 1 elseif seen == "miss" then miss = miss + 1
+  elseif seen == "off" then off = off + 1 else none = none + 1 end
+  if status == 200 and headers["ETag"] then etag = headers["ETag"] end
+end
+"""
+#: A query parameter no view reads, new on every request: the kept page never serves it.
+LUA_UNIQUE = """
+n = 0
+start = os.time()  -- not the URLs of an earlier run in the same minute
+request = function()
+  n = n + 1
+  return wrk.format(nil, string.format("%s&bench_miss=%d-%d", wrk.path, start, n))
+end
+"""
+LUA_CONDITIONAL = """
+request = function()
+  if etag then wrk.headers["If-None-Match"] = etag end
+  return wrk.format()
+end
+"""
+
+
+def lua_for(page: Page) -> str:
+    extra = LUA_UNIQUE if page.unique else LUA_CONDITIONAL if page.conditional else ""
+    return LUA_COUNT + extra + LUA
 
 
 @dataclass
@@ -933,6 +982,12 @@ class Page:
     target_rate: float | None = None
     target_p95: float | None = P95_TARGET_MS
     cookie: str | None = None
+    unique: bool = False  # a new URL per request: every one renders (the kept page never serves it)
+    conditional: bool = False  # sends If-None-Match with the ETag of its last 200 (expects 304s)
+
+    @property
+    def ok_statuses(self) -> tuple[str, ...]:
+        return ("2", "304") if self.conditional else ("2",)
 
 
 @dataclass
@@ -950,6 +1005,11 @@ class Run:
     cpu_ms: dict[str, float]  # CPU per request by process group
     busy: float  # % of both cores
     others: float  # % of one core used by processes not in this bench (the machine is shared)
+    cache: Counter[str] = field(default_factory=Counter)  # X-Inbox-Cache of the responses
+
+    def share(self, outcome: str) -> float:
+        counted = sum(self.cache[k] for k in ("hit", "miss", "off"))
+        return self.cache[outcome] / counted if counted else 0.0
 
 
 def run_wrk(
@@ -983,6 +1043,9 @@ def run_wrk(
         raise RuntimeError(f"wrk failed ({process.returncode}):\n{output}")
     v = [int(x) for x in line.split()[1:]]
     requests_, micros, connect, read, write, status, timeout, p50, p75, p90, p95, p99, top = v
+    cache: Counter[str] = Counter()
+    for counted in (x.split()[1:] for x in output.splitlines() if x.startswith("CACHE ")):
+        cache.update(dict(zip(("hit", "miss", "off", "none"), map(int, counted), strict=True)))
     time.sleep(0.3)  # the access log is written after the response
     statuses = server.statuses_since(offset)
     assert server.process is not None
@@ -992,7 +1055,7 @@ def run_wrk(
     seconds["wrk"] = reaped.ru_utime + reaped.ru_stime - children.ru_utime - children.ru_stime
     seconds[ELSE] = max(0.0, seconds.get(ELSE, 0.0) - seconds["wrk"])  # /proc did not see it
     per = {k: 1000 * s / max(1, requests_) for k, s in seconds.items()}
-    bad = max(status, sum(n for code, n in statuses.items() if not code.startswith("2")))
+    bad = max(status, sum(n for code, n in statuses.items() if not code.startswith(page.ok_statuses)))
     return Run(
         requests_ / (micros / 1e6),
         p50 / 1000,
@@ -1007,6 +1070,7 @@ def run_wrk(
         per,
         window.busy,
         100 * (seconds[ELSE] + seconds.get(PG_OTHER, 0.0)) / max(window.wall, 1e-9),
+        cache,
     )
 
 
@@ -1097,9 +1161,12 @@ def test_client_for(desk: Desk, email: str) -> Any:
     return client
 
 
-def in_process(desk: Desk, page: Page, timed: int, profiled: int) -> InProcess:
+def in_process(desk: Desk, page: Page, timed: int, profiled: int, *, keep: bool = False) -> InProcess:
+    """``page`` requested in-process; inbox pages rendered every time unless ``keep``."""
     assert page.user
     client = test_client_for(desk, page.user)
+    if not keep:
+        client.application.extensions[inbox_pages.PAGES] = PageCache(size=0)
 
     def get() -> None:
         answer = client.get(page.path)
@@ -1180,6 +1247,88 @@ def explain_request(
     return out
 
 
+# -- phase 3b: reads while tasks and tickets change ----------------------------------------------
+@dataclass
+class Writer:
+    """Changes Tier 1's open tasks and tickets at ``rate`` per second through the real services.
+
+    Two in three changes claim an open task for a Tier 1 agent or give a held one back, one in
+    three moves a ticket's priority between P2 and P3 (its SLA clocks and the inbox's due
+    times follow). Each change bumps the inbox revision, so every kept page goes stale.
+    """
+
+    desk: Desk
+    users: Users
+    rate: float
+    done: Counter[str] = field(default_factory=Counter)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        rng = random.Random(11)
+        agents = self.users.members["tier-1"]
+        with self.desk.unit_of_work(readonly=True) as session:
+            query = select(HumanTask.id, HumanTask.ticket_id).where(
+                HumanTask.state == "open", HumanTask.group_id == self.users.group_ids["tier-1"]
+            )
+            tasks = [(task_id, ticket_id) for task_id, ticket_id in session.execute(query)]
+        due = time.monotonic()
+        while not self.stop.is_set():
+            due += 1 / self.rate
+            self.stop.wait(max(0.0, due - time.monotonic()))
+            task_id, ticket_id = rng.choice(tasks)
+            try:
+                self.done[self.change(task_id, ticket_id, rng.choice(agents), rng.random())] += 1
+            except Exception as exc:  # a conflict with nobody: count it, go on
+                self.done[f"failed: {type(exc).__name__}"] += 1
+
+    def change(self, task_id: str, ticket_id: int, agent_id: int, dice: float) -> str:
+        now = self.desk.clock()
+        with self.desk.unit_of_work() as session:
+            task = session.get(HumanTask, task_id)
+            agent = session.get(User, agent_id)
+            assert task is not None and agent is not None
+            if dice < 1 / 3:
+                ticket = task.ticket
+                admin = session.scalars(select(User).where(User.email == self.users.admin)).one()
+                priority = "P2" if ticket.priority != "P2" else "P3"
+                change_priority(session, self.desk.settings, ticket, priority, user=admin, now=now)
+                return "priority changed"
+            if task.assignee_id is None:
+                claim_task(session, task_id=task_id, user=agent, now=now)
+                return "claimed"
+            holder = session.get(User, task.assignee_id)
+            assert holder is not None
+            release_task(session, self.desk.settings, task_id=task_id, user=holder, to=None, now=now)
+            return "given back"
+
+
+def mixed_runs(
+    server: Server, desk: Desk, users: Users, page: Page, args: argparse.Namespace, data_dir: Path
+) -> list[Run]:
+    """``page`` under wrk while a :class:`Writer` changes what it shows ``args.mixed_rate`` times a second."""
+    script = data_dir / "mixed.lua"
+    script.write_text(lua_for(page))
+    writer = Writer(desk, users, args.mixed_rate)
+    thread = threading.Thread(target=writer.run, name="bench-writer", daemon=True)
+    log(f"mixed: {page.label} while {args.mixed_rate:g} changes/s go through the services")
+    thread.start()
+    try:
+        pg_pids = pg_backends(server.url)
+        runs = [
+            run_wrk(server, page, args.duration, args.connections, script, pg_pids) for _ in range(args.runs)
+        ]
+    finally:
+        writer.stop.set()
+        thread.join(30)
+    for r in runs:
+        log(
+            f"  {r.rate:,.0f}/s p95 {r.p95:.1f} ms, kept {100 * r.share('hit'):.0f} % "
+            f"(hit {r.cache['hit']:,}, miss {r.cache['miss']:,})"
+        )
+    log(f"  writer: {dict(writer.done)}")
+    return runs
+
+
 # -- report -------------------------------------------------------------------------------------
 def fmt_ratio(value: float, target: float, *, at_most: bool) -> str:
     met = value <= target if at_most else value >= target
@@ -1245,6 +1394,27 @@ def print_table(
             f"  {'':<44} machine {busy:.0f} % busy, other processes used {others:.0f} % of one core; "
             f"socket errors {errors}"
         )
+        cache = sum((r.cache for r in runs), Counter())
+        if cache["hit"] + cache["miss"] + cache["off"]:
+            statuses = sum((r.statuses for r in runs), Counter())
+            log(
+                f"  {'':<44} X-Inbox-Cache: hit {cache['hit']:,}, miss {cache['miss']:,}, "
+                f"off {cache['off']:,}; status 304: {statuses['304']:,} of {sum(statuses.values()):,}"
+            )
+
+
+def print_mixed(runs: list[Run], args: argparse.Namespace) -> None:
+    rate = statistics.median(r.rate for r in runs)
+    p95 = statistics.median(r.p95 for r in runs)
+    kept = statistics.median(r.share("hit") for r in runs)
+    gunicorn = statistics.median(r.cpu_ms.get("gunicorn", 0.0) for r in runs)
+    others = statistics.median(r.others for r in runs)
+    log(
+        f"\n  mixed ({args.mixed_rate:g} changes/s meanwhile), median of {len(runs)} runs: {rate:,.0f} req/s "
+        f"({fmt_ratio(rate, INBOX_RATE_TARGET, at_most=False)} vs 500), p95 {p95:.1f} ms "
+        f"({fmt_ratio(p95, P95_TARGET_MS, at_most=True)} vs 50 ms), kept pages {100 * kept:.0f} %, "
+        f"gunicorn CPU {gunicorn:.2f} ms/request; other processes used {others:.0f} % of one core"
+    )
 
 
 def print_in_process(result: InProcess) -> None:
@@ -1302,6 +1472,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--reuse", action="store_true", help="keep the data an earlier run built (same sizes)"
     )
     parser.add_argument("--skip-profile", action="store_true", help="no in-process analysis")
+    parser.add_argument(
+        "--mixed-rate",
+        type=float,
+        default=5.0,
+        help="changes/s a background writer makes through the services during the mixed run (0: none)",
+    )
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="only the pages whose label contains one of these words"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 10,000 tickets, 1,000 open, 2 x 5 s")
     args = parser.parse_args(argv)
     if args.quick:
@@ -1383,26 +1562,54 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{facts['open']} in all",
                 target_rate=INBOX_RATE_TARGET,
             ),
+            Page(
+                "/inbox?view=all, Tier 1, every request rendered",
+                "/inbox?view=all",
+                users.agent,
+                f"{facts['agent_sees']} in all",
+                target_rate=INBOX_RATE_TARGET,
+                unique=True,
+            ),
+            Page(
+                "/inbox?view=all, admin, every request rendered",
+                "/inbox?view=all",
+                users.admin,
+                f"{facts['open']} in all",
+                target_rate=INBOX_RATE_TARGET,
+                unique=True,
+            ),
+            Page(
+                "/inbox/rows?view=all poll, If-None-Match",
+                "/inbox/rows?view=all",
+                users.agent,
+                "",
+                target_rate=INBOX_RATE_TARGET,
+                conditional=True,
+            ),
             Page(f"/tickets/{ref}, Tier 1 agent", f"/tickets/{ref}", users.agent, ref),
         ]
+        if args.only:
+            pages = [page for page in pages if any(word in page.label for word in args.only)]
         log(f"serve: python -m web web --workers {args.workers} --threads {args.threads}")
         with stage("start gunicorn, wait for /healthz"):
             server.start()
         for page in pages:
             if page.user:
                 page.cookie = log_in(server.port, page.user)
-            status, _, html = request(server.port, "GET", page.path, cookie=page.cookie)
+            status, headers, html = request(server.port, "GET", page.path, cookie=page.cookie)
+            # As a browser: the session after this page (it showed the login's "Welcome" message).
+            page.cookie = session_cookie(headers) or page.cookie
             if status != 200 or page.expect not in html:
                 raise RuntimeError(
                     f"GET {page.path} as {page.user} answered {status}, without {page.expect!r}:\n"
                     f"{html[:800]}"
                 )
-        script = data_dir / "p95.lua"
-        script.write_text(LUA)
         results: dict[str, list[Run]] = {}
         alone: dict[str, Run] = {}
         log(f"load: wrk -t1 -c{args.connections} -d{args.duration}s --latency, {args.runs} runs per page")
-        for page in pages:
+        for number, page in enumerate(pages):
+            script = data_dir / f"page{number}.lua"
+            script.write_text(lua_for(page))
             warm = run_wrk(server, page, 2, args.connections, script, set())
             pg_pids = pg_backends(url)
             runs = []
@@ -1417,11 +1624,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             line += f" | 1 connection: {single.rate:,.0f}/s p95 {single.p95:.1f} ms"
             log(f"  {page.label:<44} {line}" + (f"  NON-2xx: {bad} {dict(statuses)}" if bad else ""))
             ok &= bad == 0
+        mixed: list[Run] = []
+        if args.mixed_rate > 0:
+            polled = Page(
+                f"/inbox?view=all, Tier 1 agent ({facts['agent_sees']:,} tasks)",
+                "/inbox?view=all",
+                users.agent,
+                "",
+                cookie=log_in(server.port, users.agent),
+            )
+            _, headers, _ = request(server.port, "GET", "/inbox", cookie=polled.cookie)
+            polled.cookie = session_cookie(headers) or polled.cookie  # the welcome message was shown
+            mixed = mixed_runs(server, desk, users, polled, args, data_dir)
+            ok &= all(r.bad_status == 0 for r in mixed)
         server.stop()
         print_table(pages, results, alone, args)
+        if mixed:
+            print_mixed(mixed, args)
         if not args.skip_profile:
             log("\nWhere the time goes (in-process, the same database; a request here has the whole core)")
             for page in pages[1:]:
+                if page.unique or page.conditional:
+                    continue
+                if page.path.startswith("/inbox"):  # the kept page first, then full renders
+                    kept = in_process(desk, page, TIMED, 1, keep=True)
+                    log(
+                        f"\n  {page.label}, the kept page: wall median "
+                        f"{statistics.median(kept.wall_ms):.2f} ms, CPU {kept.cpu_ms:.2f} ms, "
+                        f"{kept.statements:.1f} SQL statements"
+                    )
+                    page = replace(page, label=page.label + ", every request rendered")
                 print_in_process(in_process(desk, page, TIMED, PROFILED))
     except KeyboardInterrupt:
         log("\ninterrupted")

@@ -1,26 +1,56 @@
-"""The inbox (tasks most urgent first), claiming and assigning, and the task forms."""
+"""The inbox (tasks most urgent first), claiming and assigning, and the task forms.
+
+``/inbox`` and ``/inbox/rows`` (what the page polls) are rendered from plain rows with every
+string computed once per row here, kept per process until something they show changes, and
+revalidated with weak ETags (web.inbox_cache says why a kept page is never stale or another's).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.blueprints import BlueprintSetupState
 from flask_login import login_required
+from flask_wtf.csrf import generate_csrf
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from engine.errors import FormInvalid
 from workflows.errors import Conflict, InvalidInput, PermissionDenied
-from workflows.inbox import SORTS, VIEWS
-from workflows.inbox import inbox as inbox_page
-from workflows.models import TICKET_NUMBER_OFFSET, Group, HumanTask, User
-from workflows.sla import PRIORITIES
+from workflows.inbox import SORTS, VIEWS, TaskLine, inbox_lines, inbox_revision
+from workflows.models import Group, HumanTask, User
+from workflows.sla import PRIORITIES, load_sla_config
 from workflows.worklist import claim_task, complete_task, may_work_on_task, release_task
 
+from . import inbox_cache
+from .app import duration
 from .auth import me
 from .db import db, desk
 
 bp = Blueprint("inbox", __name__)
+PAGES = "lanedesk_inbox_pages"
+FULL, ROWS = "inbox/inbox.html", "inbox/rows.html"
+#: hit (the kept page), miss (rendered and kept) or off (rendered, not kept): for operators and bench.web.
+CACHE_HEADER = "X-Inbox-Cache"
+
+
+@bp.record_once
+def _make_cache(state: BlueprintSetupState) -> None:
+    state.app.extensions[PAGES] = inbox_cache.PageCache()
 
 
 def _filters() -> dict[str, Any]:
@@ -42,43 +72,149 @@ def _holds_tasks(user: User) -> bool:
     return db().scalar(query) is not None
 
 
-def _page(filters: dict[str, Any]) -> Any:
-    return inbox_page(db(), desk().settings, me(), now=desk().clock(), **filters)
+@dataclass(frozen=True, slots=True)
+class Line:
+    """A table row's strings (Jinja only escapes and joins them)."""
+
+    task_id: str
+    task: str
+    ref: str
+    subject: str
+    requester: str
+    requester_email: str
+    tier: str
+    priority: str
+    created: str  # ISO 8601
+    age: str
+    holder: str
+    action: str | None  # claim | unclaim | None
+    sla_class: str
+    sla_title: str
+    sla_text: str
+
+
+_SLA_CLASS = {"breached": "sla-bad", "at_risk": "sla-warn", "ok": "sla-ok"}
+
+
+def _line(line: TaskLine, prefix: str, me_id: int, now: datetime) -> Line:
+    u = line.urgency
+    if u.state == "none":
+        sla_class, title, text = "sla-none", "", "—"
+    elif u.state == "paused":
+        sla_class, title, text = "sla-none", f"{u.clock} paused", "paused"
+    else:
+        clock = (u.clock or "").replace("_", " ")
+        sla_class, title, text = (
+            _SLA_CLASS[u.state],
+            f"{clock}: {u.percent} % of the target used",
+            f"{u.percent} %",
+        )
+    held = line.assignee_id
+    return Line(
+        line.task_id,
+        line.name,
+        f"{prefix}-{line.ticket_number}",
+        _truncate(line.subject),
+        line.requester,
+        line.requester_email,
+        line.group or "—",
+        line.priority,
+        line.created_at.isoformat(),
+        duration((now - line.created_at).total_seconds()),
+        line.assignee or "—",
+        "claim" if held is None else "unclaim" if held == me_id else None,
+        sla_class,
+        title,
+        text,
+    )
+
+
+def _truncate(text: str, length: int = 60, end: str = "...", leeway: int = 5) -> str:
+    """Jinja's ``truncate(60)``: whole words, "..." at the end, 5 characters of leeway."""
+    if len(text) <= length + leeway:
+        return text
+    return text[: length - len(end)].rsplit(" ", 1)[0] + end
+
+
+def _render(template: str, as_of: datetime, **extra: Any) -> str:
+    user = me()
+    filters = _filters()
+    page = inbox_lines(db(), desk().settings, user, now=as_of, **filters)
+    prefix = desk().settings.ticket_prefix
+    lines = [_line(line, prefix, user.id, as_of) for line in page.lines]
+    context: dict[str, Any] = {"page": page, "lines": lines, "filters": filters}
+    if template == FULL:
+        groups = (
+            user.groups if user.role != "admin" else list(db().scalars(select(Group).order_by(Group.slug)))
+        )
+        context |= {"groups": groups, "priorities": PRIORITIES, "views": VIEWS, "sorts": SORTS}
+    return render_template(template, **context, **extra)
+
+
+def _respond(template: str) -> Response:
+    """The page from the process's cache when nothing it shows has changed, else rendered.
+
+    A full page that shows a flashed message is rendered and not kept.
+    """
+    revision = inbox_revision(db())  # before anything else is read (see inbox_revision)
+    # SLA shares, colours, ages and the SLA filter as of the minute: a page keeps for a minute.
+    as_of = desk().clock().replace(second=0, microsecond=0)
+    if revision is None or (template == FULL and session.get("_flashes")):
+        shown = make_response(_render(template, as_of))
+        shown.headers[CACHE_HEADER] = "off"
+        return shown
+    user = me()
+    config = load_sla_config(desk().settings)
+    # The raw URL, not the filters: the default view depends on the data, which the revision covers.
+    key = (
+        request.full_path,
+        user.id,
+        user.name,
+        user.role,
+        tuple(sorted(g.id for g in user.groups)),
+        revision,
+        as_of,
+    )
+    pages: inbox_cache.PageCache = current_app.extensions[PAGES]
+
+    def render() -> inbox_cache.Rendered:
+        body = _render(template, as_of, csrf_token=lambda: inbox_cache.PLACEHOLDER)
+        return inbox_cache.rendered(body, config=config)
+
+    kept, hit = pages.fetch(key, config, render)
+    return _send(kept, "hit" if hit else "miss")
+
+
+def _send(kept: inbox_cache.Rendered, outcome: str) -> Response:
+    """The page with this session's CSRF token, or 304 when the browser holds it already."""
+    field = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    if field not in session:
+        generate_csrf()  # the session's token, made now
+    tag = inbox_cache.etag(kept, session[field])
+    response: Response
+    if request.if_none_match.contains_weak(tag):
+        response = Response(status=304)
+    else:
+        response = make_response(kept.page(generate_csrf()))
+    response.set_etag(tag, weak=True)
+    response.headers[CACHE_HEADER] = outcome
+    # The browser keeps the page but asks every time (If-None-Match): never shown unchecked.
+    response.headers["Cache-Control"] = "private, no-cache"
+    response.headers["Vary"] = "Cookie"
+    return response
 
 
 @bp.get("/inbox")
 @login_required
-def inbox() -> str:
-    filters = _filters()
-    user = me()
-    groups = user.groups if user.role != "admin" else list(db().scalars(select(Group).order_by(Group.slug)))
-    return render_template(
-        "inbox/inbox.html",
-        page=_page(filters),
-        filters=filters,
-        groups=groups,
-        priorities=PRIORITIES,
-        views=VIEWS,
-        sorts=SORTS,
-        prefix=desk().settings.ticket_prefix,
-        offset=TICKET_NUMBER_OFFSET,
-        now=desk().clock(),
-    )
+def inbox() -> Response:
+    return _respond(FULL)
 
 
 @bp.get("/inbox/rows")
 @login_required
-def rows() -> str:
+def rows() -> Response:
     """The table body alone: what the page polls to refresh itself."""
-    filters = _filters()
-    return render_template(
-        "inbox/rows.html",
-        page=_page(filters),
-        filters=filters,
-        prefix=desk().settings.ticket_prefix,
-        offset=TICKET_NUMBER_OFFSET,
-        now=desk().clock(),
-    )
+    return _respond(ROWS)
 
 
 def _back() -> Response:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     ForeignKey,
@@ -17,9 +20,12 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 NAMING = {
@@ -486,3 +492,71 @@ class SlaClock(Base):
     due_at: Mapped[datetime | None]
     breached_at: Mapped[datetime | None]
     stopped_at: Mapped[datetime | None]
+
+
+class InboxRevision(Base):
+    """One row: a number that grows with every committed change to what an inbox shows.
+
+    Incremented as the last statement before COMMIT of any transaction that wrote a task, a
+    ticket, an SLA clock, a customer, an agent or a group (the listeners below), so its row lock
+    orders those commits: a reader who sees revision *n* also sees every change counted in it.
+    Timestamps cannot do this (a transaction that took its time stamp first may commit last).
+    Only writes through an ORM ``Session`` count: SQL sent past it (psql, a bare ``Connection``)
+    must run ``UPDATE inbox_revision SET value = value + 1`` too, or kept inbox pages stay as
+    they were until the minute turns.
+    """
+
+    __tablename__ = "inbox_revision"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+#: The tables an inbox page is made of (membership: an agent's groups decide what they see).
+INBOX_TABLES = frozenset(
+    {"human_task", "ticket", "sla_clock", "customer", "user_account", "agent_group", "membership"}
+)
+_INBOX_CLASSES = (HumanTask, Ticket, SlaClock, Customer, User, Group)
+_INBOX_CHANGED = "lanedesk_inbox_changed"
+
+
+def _touches_inbox(objects: Iterable[object]) -> bool:
+    return any(isinstance(obj, _INBOX_CLASSES) for obj in objects)
+
+
+@event.listens_for(Session, "after_flush")
+def _note_inbox_flush(session: Session, _context: Any) -> None:
+    # Still the pre-flush lists here. Conservative: an object in `dirty` may have no net change.
+    if _touches_inbox(chain(session.new, session.dirty, session.deleted)):
+        session.info[_INBOX_CHANGED] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_inbox_statement(state: ORMExecuteState) -> None:
+    # update(HumanTask)... (claiming, SLA due times) never passes through a flush.
+    if state.is_update or state.is_delete or state.is_insert:
+        table = getattr(state.statement, "table", None)
+        if getattr(table, "name", None) in INBOX_TABLES:
+            state.session.info[_INBOX_CHANGED] = True
+
+
+@event.listens_for(Session, "before_commit")
+def _bump_inbox_revision(session: Session) -> None:
+    # Flush first: once the revision row is locked, this transaction waits for no other lock
+    # (no deadlock with a transaction holding a task's row and waiting for the revision), and
+    # it holds the lock only for the COMMIT itself.
+    session.flush()
+    if session.info.pop(_INBOX_CHANGED, False):
+        connection = session.connection()
+        # One upsert: the row comes back if someone deleted it (readers keep nothing while it
+        # is missing), and two writers finding it missing at once cannot both insert it.
+        upsert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+        connection.execute(
+            upsert(InboxRevision)
+            .values(id=1, value=1)
+            .on_conflict_do_update(index_elements=[InboxRevision.id], set_={"value": InboxRevision.value + 1})
+        )
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_inbox_changes(session: Session) -> None:
+    session.info.pop(_INBOX_CHANGED, None)

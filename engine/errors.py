@@ -21,6 +21,10 @@ class Problem:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.element_id or '-'}: {self.message}"
 
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: the studio marks ``element_id`` and lists ``text``."""
+        return {"line": self.line, "element_id": self.element_id, "message": self.message, "text": str(self)}
+
 
 class DefinitionError(EngineError):
     """A diagram that cannot be loaded or would not run as drawn."""

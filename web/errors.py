@@ -54,10 +54,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(DefinitionError)
     def _definition_error(exc: DefinitionError) -> tuple[Response | str, int]:
         fail()
-        problems = [
-            {"line": p.line, "element_id": p.element_id, "message": p.message, "text": str(p)}
-            for p in exc.problems
-        ]
+        problems = [p.to_dict() for p in exc.problems]
         if _wants_json():
             return jsonify({"error": "the diagram has problems", "status": 422, "problems": problems}), 422
         message = "The diagram has problems: " + "; ".join(str(p) for p in exc.problems[:20])

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from engine.compare import element_names
-from engine.errors import DefinitionError, Problem
+from engine.errors import DefinitionError
 from engine.xmlload import MAX_DIAGRAM_BYTES
 from workflows import simulation, studio
 from workflows.definitions import get_version
@@ -40,13 +40,6 @@ INERT_CSP = "sandbox; default-src 'none'"
 @login_required
 def _owners_only() -> None:
     studio.require_owner(me())
-
-
-def problem_dicts(problems: list[Problem]) -> list[dict[str, Any]]:
-    """The editor's shape of a problem (the error handler answers a refused deploy the same way)."""
-    return [
-        {"line": p.line, "element_id": p.element_id, "message": p.message, "text": str(p)} for p in problems
-    ]
 
 
 def _xml_from_request() -> tuple[bytes, dict[str, Any]]:
@@ -108,17 +101,21 @@ def version_xml(process_id: str, number: int) -> Response:
 
 @bp.get("/processes/<process_id>/compare")
 def compare(process_id: str) -> str:
-    rows = studio.versions(db(), process_id)
-    if not rows:
-        abort(404, f"no process {process_id!r} is deployed")
-    newest = rows[0].version.version
-    new = request.args.get("to", newest, type=int) or newest
+    numbers = _numbers(process_id)
+    new = request.args.get("to", numbers[0], type=int) or numbers[0]
     old = request.args.get("from", max(new - 1, 1), type=int) or 1
     comparison = studio.compare_versions(db(), process_id, old, new)
-    numbers = [r.version.version for r in rows]
     return render_template(
         "studio/compare.html", process_id=process_id, old=old, new=new, numbers=numbers, comparison=comparison
     )
+
+
+def _numbers(process_id: str) -> list[int]:
+    """The process's version numbers, newest first; 404 when it was never deployed."""
+    numbers = studio.version_numbers(db(), process_id)
+    if not numbers:
+        abort(404, f"no process {process_id!r} is deployed")
+    return numbers
 
 
 @bp.post("/processes/<process_id>/versions/<int:number>/roll-back")
@@ -237,7 +234,7 @@ def check() -> Response:
     xml, fields = _xml_from_request()
     filename = str(fields.get("filename") or "diagram.bpmn")
     problems = studio.check(db(), desk().settings, xml, filename)
-    return jsonify({"ok": not problems, "problems": problem_dicts(problems)})
+    return jsonify({"ok": not problems, "problems": [p.to_dict() for p in problems]})
 
 
 def _editor(
@@ -314,10 +311,7 @@ MIGRATE_PAGE = 100
 @bp.route("/processes/<process_id>/migrate", methods=["GET", "POST"])
 def migrate(process_id: str) -> str | tuple[str, int]:
     """Preview where running tickets would land in a version; move the ones the owner ticks."""
-    rows = studio.versions(db(), process_id)
-    if not rows:
-        abort(404, f"no process {process_id!r} is deployed")
-    numbers = [r.version.version for r in rows]
+    numbers = _numbers(process_id)
     to = request.values.get("to", numbers[0], type=int) or numbers[0]
     if to not in numbers:
         raise InvalidInput(f"{process_id} has no version {to}")

@@ -122,6 +122,17 @@ def versions(session: Session, process_id: str) -> list[VersionRow]:
     return [VersionRow(v, email, running.get(v.id, 0)) for v, email in rows]
 
 
+def version_numbers(session: Session, process_id: str) -> list[int]:
+    """The version numbers of ``process_id``, newest first (nothing else read)."""
+    return list(
+        session.scalars(
+            select(ProcessVersion.version)
+            .where(ProcessVersion.process_id == process_id)
+            .order_by(ProcessVersion.version.desc())
+        )
+    )
+
+
 def newest_version(session: Session, process_id: str) -> ProcessVersion:
     """The newest version of ``process_id``; NotFound when it was never deployed."""
     found = latest_version(session, process_id)
@@ -221,9 +232,25 @@ def start_draft(
     based_on: ProcessVersion | None = None,
     title: str = "",
 ) -> ProcessDraft:
-    """A new draft whose first revision is ``xml`` (which must load; problems are allowed)."""
+    """A new draft whose first revision is ``xml`` (which must load; problems are allowed).
+
+    Opened from ``based_on``, the XML is that version's and is not parsed again.
+    """
     require_owner(actor)
-    process_id = _loadable(xml, filename)
+    process_id = based_on.process_id if based_on else _loadable(xml, filename)
+    return _new_draft(session, process_id, xml, filename, actor, now, based_on, title)
+
+
+def _new_draft(
+    session: Session,
+    process_id: str,
+    xml: bytes,
+    filename: str,
+    actor: User,
+    now: datetime,
+    based_on: ProcessVersion | None,
+    title: str,
+) -> ProcessDraft:
     draft = ProcessDraft(
         process_id=process_id,
         title=title or (f"from version {based_on.version}" if based_on else filename),
@@ -401,7 +428,8 @@ def upload(
         problems = check(session, settings, xml, name)
     draft = None
     if not problems:
-        draft = start_draft(session, xml=xml, filename=name, actor=actor, now=now, title=f"uploaded {name}")
+        assert process_id is not None  # loaded above
+        draft = _new_draft(session, process_id, xml, name, actor, now, None, f"uploaded {name}")
     audit.record(
         session,
         ticket_id=None,

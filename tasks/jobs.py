@@ -131,10 +131,12 @@ def purge_delivered(broker_url: str) -> int:
 def process_mail(self: Task, mail_id: int) -> str:
     """Turn one stored inbound message into a ticket or a follow-up (or quarantine it)."""
     desk = desk_for(self)
-    state = process_or_quarantine(desk.sessions, desk.settings, mail_id, now=desk.clock()).state
-    if state == "processed":
-        dispatch_outbox(self.app, desk)  # the acknowledgement, without waiting for the sweep
-    return state
+    outcome = process_or_quarantine(desk.sessions, desk.settings, mail_id, now=desk.clock())
+    try:  # the acknowledgement, without waiting for the sweep (nor a dispatch transaction)
+        publish(self.app, deliver_mail.name, list(outcome.outbox_ids))
+    except Exception:
+        log.warning("mail %s processed, its replies not queued (the sweep will)", mail_id, exc_info=True)
+    return outcome.state
 
 
 @shared_task(name="lanedesk.sweep_mail", bind=True, acks_late=False, ignore_result=True)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,6 +34,7 @@ from .models import (
     TicketParticipant,
     User,
 )
+from .outbox import queued_in
 from .secrets import ticket_from_message_id, ticket_from_token
 from .settings import Settings
 from .templates import languages
@@ -73,37 +76,44 @@ class Outcome:
     state: str
     ticket_id: int | None
     decision: str
+    #: Outgoing mail this processing queued (the acknowledgement), committed with it.
+    outbox_ids: tuple[int, ...] = ()
 
 
 def store_raw(session: Session, raw: bytes, envelope: Envelope, *, now: datetime) -> Stored:
-    """Keep ``raw`` (once per content) in the caller's transaction; nothing is parsed yet."""
+    """Keep ``raw`` (once per content) in the caller's transaction; nothing is parsed yet.
+
+    One statement: an INSERT that does nothing when the same bytes are stored already (also
+    when another connection stored them a moment ago), then the earlier row's id is read.
+    """
     digest = hashlib.sha256(raw).hexdigest()
-    existing = session.scalar(select(MailMessage.id).where(MailMessage.content_hash == digest))
-    if existing is not None:
-        return Stored(existing, duplicate=True)
     recipients = [r.strip().lower() for r in envelope.recipients if r.strip()]
-    row = MailMessage(
-        content_hash=digest,
-        raw=raw,
-        size=len(raw),
-        source=envelope.source,
-        mailbox=(envelope.mailbox or (_without_tag(recipients[0]) if recipients else None)),
-        envelope_from=envelope.mail_from,
-        envelope_to=recipients,
-        state="stored",
-        attempts=0,
-        received_at=now,
-    )
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:  # the same bytes arrived on another connection a moment ago
-        found = session.scalar(select(MailMessage.id).where(MailMessage.content_hash == digest))
-        if found is None:
-            raise
-        return Stored(found, duplicate=True)
-    return Stored(row.id, duplicate=False)
+    values = {
+        "content_hash": digest,
+        "raw": raw,
+        "size": len(raw),
+        "source": envelope.source,
+        "mailbox": envelope.mailbox or (_without_tag(recipients[0]) if recipients else None),
+        "envelope_from": envelope.mail_from,
+        "envelope_to": recipients,
+        "state": "stored",
+        "attempts": 0,
+        "received_at": now,
+    }
+    connection = session.connection()
+    dialect_insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    new_id = connection.execute(
+        dialect_insert(MailMessage)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=[MailMessage.content_hash])
+        .returning(MailMessage.id)
+    ).scalar()
+    if new_id is not None:
+        return Stored(new_id, duplicate=False)
+    earlier = connection.execute(
+        select(MailMessage.id).where(MailMessage.content_hash == digest)
+    ).scalar_one()
+    return Stored(earlier, duplicate=True)
 
 
 def _without_tag(address: str) -> str:
@@ -128,18 +138,19 @@ def process_mail(session: Session, settings: Settings, mail_id: int, *, now: dat
         raise LookupError(f"no stored mail {mail_id}")
     if row.state != "stored":
         return Outcome(row.state, row.ticket_id, row.decision or row.reason or "")
-    row.attempts += 1
     mail = parse(row.raw, max_attachment_bytes=settings.max_upload_bytes)
-    row.message_id = mail.message_id[:998]
-    row.sender = (mail.from_address or "")[:320].lower() or None
+    message_id = mail.message_id[:998]
     if mail.bounce is not None:
         outcome = _bounce(session, settings, row, mail, now)
-    elif (earlier := _same_message(session, row, mail)) is not None:
+    elif (earlier := _same_message(session, row.id, message_id)) is not None:
         outcome = Outcome("duplicate", earlier.ticket_id, f"same Message-ID as mail {earlier.id}")
     elif mail.auto_generated:
         outcome = _auto_generated(session, settings, row, mail, now)
     else:
         outcome = _customer_mail(session, settings, row, mail, now)
+    # Changed only now, so the row is written once (no autoflush of it before every query).
+    row.attempts += 1
+    row.message_id, row.sender = message_id, (mail.from_address or "")[:320].lower() or None
     row.state, row.ticket_id, row.decision, row.processed_at = (
         outcome.state,
         outcome.ticket_id,
@@ -178,7 +189,9 @@ def process_or_quarantine(
     for _ in range(CLASH_RETRIES + 1):
         try:
             with unit_of_work(factory) as session:
-                return process_mail(session, settings, mail_id, now=now)
+                outcome = process_mail(session, settings, mail_id, now=now)
+                queued = tuple(queued_in(session))
+            return replace(outcome, outbox_ids=queued) if queued else outcome
         except OperationalError:
             raise
         except IntegrityError as exc:  # try again: the clashing row is committed now
@@ -238,20 +251,21 @@ def requeue(session: Session, mail_id: int) -> None:
 
 
 # -- the kinds of mail ------------------------------------------------------------------------
-def _same_message(session: Session, row: MailMessage, mail: ParsedMail) -> MailMessage | None:
-    """An earlier message with this Message-ID (redelivered with other Received headers)."""
-    if mail.message_id.startswith("<gen-"):
+def _same_message(session: Session, mail_id: int, message_id: str) -> Row[tuple[int, int | None]] | None:
+    """(id, ticket id) of an earlier message with this Message-ID (redelivered with other
+    Received headers)."""
+    if message_id.startswith("<gen-"):
         return None  # generated from the bytes: equal ids would be equal bytes, caught at storing
-    return session.scalar(
-        select(MailMessage)
+    return session.execute(
+        select(MailMessage.id, MailMessage.ticket_id)
         .where(
-            MailMessage.message_id == row.message_id,
-            MailMessage.id != row.id,
+            MailMessage.message_id == message_id,
+            MailMessage.id != mail_id,
             MailMessage.state.in_(("processed", "auto_generated", "bounce")),
         )
         .order_by(MailMessage.id)
         .limit(1)
-    )
+    ).first()
 
 
 def _customer_mail(

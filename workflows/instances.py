@@ -50,7 +50,7 @@ def start_instance(
             functions=ops.functions(),
             on_step=_auditor(session, ticket, ops, actor, now),
         )
-        _retime(instance, ops, now)
+        _retime(instance, ops, now, new=True)
     row = WorkflowInstance(ticket_id=ticket.id, process_version_id=version.id, created_at=now)
     _store(row, ticket, instance, now)
     session.add(row)
@@ -112,14 +112,20 @@ def _timer_fired(session: Session, ticket: Ticket, ops: DeskOperations, step: St
     )
 
 
-def _retime(instance: Instance, ops: DeskOperations, now: datetime) -> None:
-    """Timers armed with ``sla_due(...)`` follow clocks changed during this event."""
+def _retime(instance: Instance, ops: DeskOperations, now: datetime, *, new: bool = False) -> None:
+    """Timers armed with ``sla_due(...)`` follow clocks changed during this event.
+
+    ``new``: the instance was just started, so its tasks are not written yet (they are made
+    with the ticket's due time).
+    """
     if ops.sla_changed:
         instance.retime_timers(now=now, functions=ops.functions(), mentioning="sla_due")
         ops.sla_changed = False
         due = ops.earliest_due()
         if due != ops.ticket.sla_due_at:  # the inbox sorts by it, on the ticket and its open tasks
             ops.ticket.sla_due_at = due
+            if new:
+                return
             ops.session.execute(
                 update(HumanTask)
                 .where(HumanTask.ticket_id == ops.ticket.id, HumanTask.state == "open")

@@ -117,7 +117,21 @@ def queue_mail(
             detail=f"{template} to {recipient}",
             data={"template": template, "recipient": recipient},
         )
+        session.info.setdefault(_QUEUED, []).append(row)
     return row
+
+
+_QUEUED = "lanedesk.outbox_queued"
+
+
+def queued_in(session: Session) -> list[int]:
+    """Ids of the rows :func:`queue_mail` queued in this transaction (and not rolled back with a
+    savepoint), so its worker can hand them out after COMMIT without a dispatch transaction;
+    forgets them. Flushes."""
+    rows = session.info.pop(_QUEUED, [])
+    if rows:
+        session.flush()
+    return [row.id for row in rows if row in session and row.id is not None]
 
 
 def held_back(

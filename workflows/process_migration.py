@@ -184,8 +184,7 @@ def migrate_instances(
         raise NotFound(f"no workflow instance {', '.join(missing)}")
     report = MigrationReport(process_id, to_version)
     for instance_id in ids:
-        audit.write_journal(session)  # earlier instances' rows must not roll back with this one
-        savepoint = session.begin_nested()
+        savepoint = session.begin_nested()  # its rollback drops this instance's audit rows only
         try:
             outcome = _migrate_one(session, settings, instance_id, target, actor, now, expected_revisions)
         except (EngineError, DeskError) as exc:  # e.g. a timer expression that fails: this one only
@@ -197,7 +196,6 @@ def migrate_instances(
             report.migrated.append(outcome)
         else:
             savepoint.rollback()
-            audit.discard_journal(session)
             _audit_refusal(session, outcome, actor, now)
             report.refused.append(outcome)
     return report

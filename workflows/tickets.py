@@ -346,15 +346,14 @@ def tell_process(
     event waits for it now, it waits for one (or is settled with the reason none will)."""
     row = lock_instance(session, instance_of(session, ticket).id)
     message = buffer_message(session, row, name, payload, now)
-    audit.write_journal(session)
     try:
         with session.begin_nested():
             # An empty action: advance() offers buffered messages to whatever waits now, and
             # settles them with a reason when the process has already finished.
             advance(session, settings, row, lambda instance, functions: (None, []), now=now, actor=actor)
     except EngineError as exc:
-        # The conversation entry and the buffered message stay; the instance waits for a fix.
-        audit.discard_journal(session)
+        # The conversation entry and the buffered message stay (the savepoint's audit rows went
+        # with it); the instance waits for a fix.
         mark_failed(session, row, str(exc), now=now, actor=actor)
         return
     if message.state == "pending" and _has_open_tasks(session, row):

@@ -225,6 +225,36 @@ def test_script_calls_a_bound_desk_function_with_its_arguments() -> None:
     assert workflow.data == {"ticket_id": 7, "result": "done"}
 
 
+def test_desk_functions_run_without_the_scripts_trace_hook_which_comes_back_after() -> None:
+    # Desk functions are our code and do real work (an ORM flush is thousands of calls): the
+    # hook would be called for each of them. Coverage's or a debugger's hook stays on.
+    outside = sys.gettrace()
+    seen: list[object] = []
+    engine = SandboxedScriptEngine(line_budget=1_000)
+
+    with engine.bound({"probe": lambda: seen.append(sys.gettrace()) or len(seen)}):
+        workflow = _run(_chain(_script("work", "a = probe()\nb = probe()")), engine)
+        # ... while the script's own lines are still counted, calls or not.
+        with pytest.raises(SandboxViolation, match="stopped after 1,000 lines"):
+            _run(_chain(_script("work", "n = 0\nfor i in range(5000):\n    n = n + probe() * 0")), engine)
+
+    assert workflow.data == {"a": 1, "b": 2}
+    assert seen[:2] == [outside, outside]
+    assert sys.gettrace() is outside
+
+
+def test_a_script_cannot_hand_a_function_to_a_desk_function_to_run_untraced() -> None:
+    calls, set_status = _recorder()
+    engine = SandboxedScriptEngine()
+
+    with engine.bound({"set_status": set_status}):
+        error = _refusal(_chain(_script("work", "set_status(lambda: 1)")), engine)
+
+    assert isinstance(error, SandboxViolation)
+    assert "set_status() takes values, not functions" in str(error)
+    assert calls == []
+
+
 def test_bound_functions_merge_over_the_constructors_and_end_with_the_block() -> None:
     engine = SandboxedScriptEngine({"base": lambda: 1, "both": lambda: "constructor"})
 

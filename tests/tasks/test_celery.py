@@ -15,7 +15,8 @@ from tasks import jobs
 from tasks.celery_app import QUEUE, create_celery
 from tasks.schedule import beat_schedule
 from workflows.app import Desk
-from workflows.models import AuditEvent, WorkflowInstance
+from workflows.inbound import Envelope, store_raw
+from workflows.models import AuditEvent, OutboxMessage, WorkflowInstance
 from workflows.settings import Settings
 
 from ..workflows.helpers import new_ticket
@@ -124,3 +125,27 @@ def test_a_wake_of_an_instance_that_is_not_due_does_nothing(
             )
             == 0
         )
+
+
+def test_processing_a_mail_hands_its_acknowledgement_to_delivery_without_a_dispatch_scan(
+    desk: Desk, now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _eager(desk.settings, now)
+    monkeypatch.setattr(jobs, "build_desk", lambda s: Desk(s, desk.engine, desk.sessions, lambda: now))
+    published: list[tuple[str, list[int]]] = []
+    monkeypatch.setattr(jobs, "publish", lambda _app, name, ids: published.append((name, list(ids))))
+    monkeypatch.setattr(jobs, "dispatch_outbox", lambda *a, **k: pytest.fail("no dispatch transaction"))
+    raw = b"From: Jana <jana@customer.example>\r\nTo: support@desk.example\r\nSubject: VPN down\r\n"
+    raw += b"Message-ID: <vpn@customer.example>\r\n\r\nSince this morning.\r\n"
+    broken = b"Subject: no sender at all\r\n\r\nwho am I?\r\n"
+    with desk.unit_of_work() as session:
+        good = store_raw(session, raw, Envelope("smtp", recipients=("support@desk.example",)), now=now).id
+        bad = store_raw(session, broken, Envelope("smtp", recipients=("support@desk.example",)), now=now).id
+
+    assert app.tasks["lanedesk.process_mail"].apply((good,)).get() == "processed"
+    assert app.tasks["lanedesk.process_mail"].apply((bad,)).get() == "quarantined"
+
+    with desk.unit_of_work(readonly=True) as session:
+        ack = session.scalars(select(OutboxMessage).where(OutboxMessage.template == "acknowledgement")).one()
+        assert ack.state == "queued"
+    assert published == [("lanedesk.deliver_mail", [ack.id]), ("lanedesk.deliver_mail", [])]

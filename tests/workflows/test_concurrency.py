@@ -11,8 +11,9 @@ from sqlalchemy import func, select
 
 from workflows.app import Desk
 from workflows.errors import Conflict
+from workflows.inbound import Envelope, Stored, store_raw
 from workflows.instances import lock_instance
-from workflows.models import AuditEvent, HumanTask, WorkflowInstance
+from workflows.models import AuditEvent, HumanTask, MailMessage, WorkflowInstance
 from workflows.tickets import instance_of
 from workflows.users import get_user
 from workflows.wakeups import wake_due_instances
@@ -159,3 +160,31 @@ def test_two_agents_claiming_the_same_task_at_once_one_gets_it(desk: Desk, now: 
             select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "task_claimed")
         )
         assert claims == 1
+
+
+def test_the_same_bytes_stored_by_two_connections_at_once_make_one_row(desk: Desk, now: datetime) -> None:
+    # An MTA retrying while the first delivery is still committing: the second INSERT waits for
+    # the first transaction and then finds the row (no unique-key error, no second message).
+    raw = b"From: jana@customer.example\r\nSubject: Twice\r\nMessage-ID: <twice@c>\r\n\r\nHello\r\n"
+    first_stored, release = threading.Event(), threading.Event()
+
+    def first() -> Stored:
+        with desk.unit_of_work() as session:
+            stored = store_raw(session, raw, Envelope("smtp"), now=now)
+            first_stored.set()
+            release.wait(10)
+            return stored
+
+    def second() -> Stored:
+        first_stored.wait(10)
+        threading.Timer(0.3, release.set).start()  # let the second INSERT reach the lock first
+        with desk.unit_of_work() as session:
+            return store_raw(session, raw, Envelope("lmtp"), now=now)
+
+    a, b = race(first, second)
+
+    assert isinstance(a, Stored) and isinstance(b, Stored), (a, b)
+    assert (a.duplicate, b.duplicate) == (False, True)
+    assert a.id == b.id
+    with desk.unit_of_work(readonly=True) as session:
+        assert session.scalar(select(func.count()).select_from(MailMessage)) == 1

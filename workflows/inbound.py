@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, case, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -332,7 +332,12 @@ def _follow_up(
             )
         )
     else:
-        customer = customer_for(session, sender, name=mail.from_name, now=now)
+        requester = ticket.requester  # loaded with the ticket; most follow-ups come from them
+        customer = (
+            requester
+            if requester.email == sender
+            else customer_for(session, sender, name=mail.from_name, now=now)
+        )
         record_customer_message(session, settings, ticket, customer, body, now=now, mail_id=row.id)
     _keep_attachments(session, row, mail, ticket.id)
     return Outcome("processed", ticket.id, f"follow-up on {reference(settings, ticket)} by {how}")
@@ -428,21 +433,18 @@ def _ticket_by_number(session: Session, settings: Settings, number: int) -> Tick
 
 
 def _ticket_of_message_ids(session: Session, ids: list[str]) -> Ticket | None:
+    """The ticket of a Message-ID among ``ids``: one of ours (outbox) first, else one we stored."""
     ids = [i[:998] for i in ids if i]
     if not ids:
         return None
-    ours = session.scalar(
-        select(OutboxMessage.ticket_id)
-        .where(OutboxMessage.message_id.in_(ids), OutboxMessage.ticket_id.is_not(None))
+    ours = select(OutboxMessage.ticket_id).where(OutboxMessage.message_id.in_(ids))
+    theirs = select(MailMessage.ticket_id).where(MailMessage.message_id.in_(ids))
+    return session.scalar(
+        select(Ticket)
+        .where(or_(Ticket.id.in_(ours), Ticket.id.in_(theirs)))
+        .order_by(case((Ticket.id.in_(ours), 0), else_=1), Ticket.id)
         .limit(1)
     )
-    theirs = session.scalar(
-        select(MailMessage.ticket_id)
-        .where(MailMessage.message_id.in_(ids), MailMessage.ticket_id.is_not(None))
-        .limit(1)
-    )
-    found = ours or theirs
-    return session.get(Ticket, found) if found else None
 
 
 def _may_write(session: Session, ticket: Ticket, sender: str) -> bool:

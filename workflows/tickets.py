@@ -15,7 +15,7 @@ from engine.runtime import Functions, Instance, Step
 from . import audit
 from .definitions import require_latest_version
 from .errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from .instances import advance, buffer_message, lock_instance, mark_failed, start_instance
+from .instances import advance, buffer_message, mark_failed, start_instance
 from .models import (
     TICKET_NUMBER_OFFSET,
     AuditEvent,
@@ -45,14 +45,18 @@ def normalise_email(email: str) -> str:
     return address.lower()
 
 
-def customer_for(session: Session, email: str, *, name: str = "", now: datetime) -> Customer:
-    """The customer with ``email``, created on first contact."""
+def customer_for(
+    session: Session, email: str, *, name: str = "", now: datetime, flush: bool = True
+) -> Customer:
+    """The customer with ``email``, created on first contact (written at once unless ``flush``
+    is false: the caller's next flush writes it, before whatever refers to it)."""
     address = normalise_email(email)
     customer = session.scalar(select(Customer).where(Customer.email == address))
     if customer is None:
         customer = Customer(email=address, name=name or address.split("@")[0], created_at=now)
         session.add(customer)
-        session.flush()
+        if flush:
+            session.flush()
     return customer
 
 
@@ -83,7 +87,7 @@ def open_ticket(
     if priority not in PRIORITIES:
         raise InvalidInput(f"priority must be one of {', '.join(PRIORITIES)}; got {priority!r}")
     version = require_latest_version(session, process_id)
-    customer = customer_for(session, requester, name=requester_name, now=now)
+    customer = customer_for(session, requester, name=requester_name, now=now, flush=False)
     ticket = Ticket(
         subject=subject[:998],
         status="new",
@@ -137,13 +141,18 @@ def get_ticket(session: Session, settings: Settings, ref: str | int) -> Ticket:
     return ticket
 
 
-def instance_of(session: Session, ticket: Ticket) -> WorkflowInstance:
-    row = session.scalar(
+def instance_of(session: Session, ticket: Ticket, *, lock: bool = False) -> WorkflowInstance:
+    """The ticket's (newest) workflow instance; ``lock``: locked for this transaction in the same
+    statement, read afresh (see :func:`workflows.instances.lock_instance`)."""
+    query = (
         select(WorkflowInstance)
         .where(WorkflowInstance.ticket_id == ticket.id)
         .order_by(WorkflowInstance.id.desc())
         .limit(1)
     )
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    row = session.scalar(query)
     if row is None:
         raise NotFound(f"ticket {ticket.id} has no workflow instance")
     return row
@@ -157,7 +166,7 @@ def change_priority(
     """
     if priority not in PRIORITIES:
         raise InvalidInput(f"priority must be one of {', '.join(PRIORITIES)}; got {priority!r}")
-    row = lock_instance(session, instance_of(session, ticket).id)
+    row = instance_of(session, ticket, lock=True)
     if row.status != "running":
         raise Conflict(
             f"ticket {reference(settings, ticket)} is {row.status}; its priority no longer matters"
@@ -344,7 +353,7 @@ def tell_process(
 ) -> None:
     """Deliver workflow message ``name`` to the ticket's instance, buffered first: if no catch
     event waits for it now, it waits for one (or is settled with the reason none will)."""
-    row = lock_instance(session, instance_of(session, ticket).id)
+    row = instance_of(session, ticket, lock=True)
     message = buffer_message(session, row, name, payload, now)
     try:
         with session.begin_nested():

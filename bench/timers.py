@@ -72,7 +72,7 @@ from sqlalchemy import DateTime, event, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from engine.clock import system_clock
-from tasks.celery_app import QUEUE
+from tasks.celery_app import QUEUES
 from tasks.jobs import SCAN_LIMIT
 from workflows import audit, migrate
 from workflows.app import Desk, build_desk
@@ -530,11 +530,12 @@ class Processes:
 
 
 def delete_queue(broker: str) -> None:
-    """Start from an empty ``lanedesk`` queue: no wake or scan left over from an earlier run."""
+    """Start from empty queues: no wake, scan or mail task left over from an earlier run."""
     with Connection(broker, connect_timeout=5) as conn:
         channel: Any = conn.channel()
         try:
-            channel.queue_delete(QUEUE)
+            for name in QUEUES:
+                channel.queue_delete(name)
         finally:
             channel.close()
 

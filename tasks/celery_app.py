@@ -1,6 +1,6 @@
 """The Celery app: JSON only, thin id-only tasks, one beat schedule (schedule.py).
 
-Production runs on RabbitMQ (durable queue, persistent messages, late acks for idempotent
+Production runs on RabbitMQ (durable queues, persistent messages, late acks for idempotent
 tasks). The default for a laptop is kombu's SQLAlchemy transport on a SQLite file next to the
 desk's database: no server to install, correct with several consumers (kombu takes messages
 under ``BEGIN IMMEDIATE``), and kept bounded by :func:`tasks.jobs.purge_broker`, because the
@@ -16,7 +16,15 @@ from workflows.settings import Settings
 
 from .schedule import beat_schedule
 
+#: Timers (scans, wakes) and the sweeps: the default queue.
 QUEUE = "lanedesk"
+#: Inbound mail to process, and outgoing mail to deliver: their own queues, so that a burst of
+#: mail (an IMAP backlog after an outage, a migration, a mail loop held back by the rules) does
+#: not queue in front of the timers. A worker takes from all three in turn unless told which
+#: (`lanedesk worker -Q`).
+MAIL_IN, MAIL_OUT = "lanedesk.mail-in", "lanedesk.mail-out"
+QUEUES = (QUEUE, MAIL_IN, MAIL_OUT)
+ROUTES = {"lanedesk.process_mail": MAIL_IN, "lanedesk.deliver_mail": MAIL_OUT}
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -30,7 +38,8 @@ def create_celery(settings: Settings) -> Celery:
         event_serializer="json",
         task_ignore_result=True,
         result_backend=None,
-        task_queues=[Queue(QUEUE, exchange, routing_key=QUEUE, durable=True)],
+        task_queues=[Queue(name, exchange, routing_key=name, durable=True) for name in QUEUES],
+        task_routes={task: {"queue": name, "routing_key": name} for task, name in ROUTES.items()},
         task_default_queue=QUEUE,
         task_default_exchange=QUEUE,
         task_default_routing_key=QUEUE,

@@ -16,11 +16,11 @@ from types import FrameType
 
 import click
 
-from workflows.cli import EXIT_USAGE, desk, main, prepare_desk
+from workflows.cli import EXIT_USAGE, desk, fail, main, prepare_desk
 from workflows.inbound import Envelope
 from workflows.sla import load_sla_config
 
-from .celery_app import create_celery
+from .celery_app import QUEUES, create_celery
 from .jobs import ingest
 
 #: Loggers that write a line per task (a scan every few seconds): kept at WARNING unless DEBUG.
@@ -36,15 +36,27 @@ STOP_GRACE_SECONDS = 20.0
 )
 @click.option("--loglevel", "-l", default="INFO", show_default=True, help="Celery log level.")
 @click.option("--hostname", "-n", help="Node name (default: lanedesk@<host>).")
+@click.option(
+    "--queues",
+    "-Q",
+    help=f"Only these queues, comma-separated: {', '.join(QUEUES)} (default: all, taken in turn).",
+)
 @click.pass_context
-def worker(ctx: click.Context, concurrency: int | None, loglevel: str, hostname: str | None) -> None:
-    """Run a Celery worker: wakes due timers and processes inbound mail."""
+def worker(
+    ctx: click.Context, concurrency: int | None, loglevel: str, hostname: str | None, queues: str | None
+) -> None:
+    """Run a Celery worker: wakes due timers, processes inbound mail and delivers outgoing mail."""
+    chosen = [q.strip() for q in (queues or "").split(",") if q.strip()]
+    if unknown := [q for q in chosen if q not in QUEUES]:
+        fail(f"no queue {', '.join(unknown)}; the desk's queues are {', '.join(QUEUES)}", EXIT_USAGE)
     settings = desk(ctx).settings
     load_sla_config(settings)  # a broken SLA file stops the worker here, not at the next timer
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_celery(settings)
     argv = ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency or settings.worker_concurrency}"]
     argv.append(f"--hostname={hostname or 'lanedesk@%h'}")
+    if chosen:
+        argv.append(f"--queues={','.join(chosen)}")
     if settings.embedded_broker:
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     _quiet(loglevel)

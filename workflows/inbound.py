@@ -251,7 +251,7 @@ def requeue(session: Session, mail_id: int) -> None:
 
 
 # -- the kinds of mail ------------------------------------------------------------------------
-def _same_message(session: Session, mail_id: int, message_id: str) -> Row[tuple[int, int | None]] | None:
+def _same_message(session: Session, mail_id: int, message_id: str) -> Row[int, int | None] | None:
     """(id, ticket id) of an earlier message with this Message-ID (redelivered with other
     Received headers)."""
     if message_id.startswith("<gen-"):

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 from celery import Celery
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from tasks import jobs
-from tasks.celery_app import QUEUE, create_celery
+from tasks.celery_app import MAIL_IN, MAIL_OUT, QUEUE, create_celery
 from tasks.schedule import beat_schedule
 from workflows.app import Desk
 from workflows.inbound import Envelope, store_raw
@@ -34,10 +35,31 @@ def test_messages_are_json_only_and_the_queue_is_durable(rabbit_settings: Settin
         "json",
         ["json"],
     )
-    [queue] = app.conf.task_queues
-    assert (queue.name, queue.durable, queue.auto_delete) == (QUEUE, True, False)
+    assert [(q.name, q.durable, q.auto_delete) for q in app.conf.task_queues] == [
+        (QUEUE, True, False),
+        (MAIL_IN, True, False),
+        (MAIL_OUT, True, False),
+    ]
     assert app.conf.task_default_delivery_mode == "persistent"
     assert app.conf.task_ignore_result is True
+
+
+def test_mail_in_and_mail_out_have_their_own_queues_and_timers_the_default_one(
+    rabbit_settings: Settings,
+) -> None:
+    # A burst of mail must not queue in front of the timers (a worker takes from each in turn).
+    app = create_celery(rabbit_settings)
+    app.loader.import_default_modules()
+    queue_of = {
+        name: app.amqp.router.route({}, name)["queue"].name
+        for name in app.tasks
+        if name.startswith("lanedesk.")
+    }
+    assert queue_of["lanedesk.process_mail"] == MAIL_IN
+    assert queue_of["lanedesk.deliver_mail"] == MAIL_OUT
+    assert {
+        queue_of[t] for t in ("lanedesk.wake_instance", "lanedesk.scan_due_timers", "lanedesk.sweep_mail")
+    } == {QUEUE}
 
 
 def test_tasks_declare_how_they_are_acknowledged_and_retried(rabbit_settings: Settings) -> None:
@@ -149,3 +171,24 @@ def test_processing_a_mail_hands_its_acknowledgement_to_delivery_without_a_dispa
         ack = session.scalars(select(OutboxMessage).where(OutboxMessage.template == "acknowledgement")).one()
         assert ack.state == "queued"
     assert published == [("lanedesk.deliver_mail", [ack.id]), ("lanedesk.deliver_mail", [])]
+
+
+def test_lanedesk_worker_takes_only_the_queues_it_is_told_and_refuses_unknown_ones(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks import cli  # registers `lanedesk worker`
+
+    argv: list[list[str]] = []
+    monkeypatch.setattr(Celery, "worker_main", lambda self, args: argv.append(list(args)))
+
+    ran = CliRunner().invoke(cli.main, ["worker", "-Q", f"{MAIL_IN}, {MAIL_OUT}"], obj=desk)
+    refused = CliRunner().invoke(cli.main, ["worker", "-Q", "lanedesk,mail"], obj=desk)
+    everything = CliRunner().invoke(cli.main, ["worker"], obj=desk)
+
+    assert ran.exit_code == 0, ran.output
+    assert f"--queues={MAIL_IN},{MAIL_OUT}" in argv[0]
+    assert refused.exit_code == 2
+    assert (
+        "no queue mail; the desk's queues are lanedesk, lanedesk.mail-in, lanedesk.mail-out" in refused.output
+    )
+    assert everything.exit_code == 0 and not any(a.startswith("--queues") for a in argv[1])

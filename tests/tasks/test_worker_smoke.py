@@ -7,6 +7,7 @@ until beat's scan has handed it to the worker and the timer has fired, exactly o
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import smtplib
@@ -23,9 +24,11 @@ import pytest
 from kombu import Connection
 from sqlalchemy import func, select
 
-from tasks.celery_app import QUEUE
+from tasks.celery_app import QUEUES, create_celery
+from tasks.jobs import publish
 from workflows.app import Desk
-from workflows.models import AuditEvent, Ticket, WorkflowInstance
+from workflows.inbound import Envelope, store_raw
+from workflows.models import AuditEvent, MailMessage, Ticket, WorkflowInstance
 
 from ..workflows.helpers import new_ticket
 
@@ -121,7 +124,8 @@ def test_a_real_worker_on_rabbitmq_fires_an_overdue_timer_once(
     desk: Desk, tmp_path: Path, processes: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
     with Connection(RABBITMQ_URL, connect_timeout=5) as connection:  # messages left by earlier runs
-        connection.channel().queue_delete(QUEUE)  # the worker declares it again
+        for name in QUEUES:
+            connection.channel().queue_delete(name)  # the worker declares them again
     _worker_and_beat_fire_an_overdue_timer_once(desk, RABBITMQ_URL, tmp_path, processes)
 
 
@@ -192,3 +196,73 @@ def _accepts(port: int) -> bool:
 def _ticket_with_subject(desk: Desk, subject: str) -> bool:
     with desk.unit_of_work(readonly=True) as session:
         return session.scalar(select(Ticket.id).where(Ticket.subject == subject)) is not None
+
+
+# -- a burst of mail does not hold back the timers ------------------------------------------------
+BURST = 150
+StartFn = Callable[..., subprocess.Popen[bytes]]
+
+
+def _burst_then_a_due_timer_fires_early(desk: Desk, broker_url: str, tmp_path: Path, start: StartFn) -> None:
+    """BURST stored mails queued first, then one timer scan; one worker started after both.
+
+    Mail has its own queue, which the worker takes from in turn with the timers' queue, so the
+    overdue reminder fires while most of the burst still waits (on one FIFO queue it came last).
+    """
+    ticket_id = _overdue_ticket(desk)
+    env = _env(desk, broker_url, tmp_path)
+    settings = dataclasses.replace(desk.settings, broker_url=broker_url)
+    app = create_celery(settings)
+    try:
+        with desk.unit_of_work() as session:
+            ids = [store_raw(session, _mail(i), Envelope("smtp"), now=desk.clock()).id for i in range(BURST)]
+        app.loader.import_default_modules()
+        publish(app, "lanedesk.process_mail", ids)
+        app.tasks["lanedesk.scan_due_timers"].apply_async()  # what beat sends; queued after the burst
+    finally:
+        app.close()
+    worker = start("worker", "--concurrency", "1", env=env)
+    _wait_for(lambda: _fired(desk, ticket_id) >= 1, "timer firing", [worker])
+    _wait_for(lambda: _mails_left(desk) == 0, "the burst processed", [worker])
+    assert _stop(worker) == 0
+    with desk.unit_of_work(readonly=True) as session:
+        fired_at = session.scalar(
+            select(func.min(AuditEvent.id)).where(
+                AuditEvent.ticket_id == ticket_id, AuditEvent.action == "timer_fired"
+            )
+        )
+        mails_before = session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.action == "mail_received", AuditEvent.id < fired_at)
+        )
+    assert mails_before is not None and mails_before < BURST // 2, f"{mails_before} of {BURST} mails first"
+
+
+def _mail(i: int) -> bytes:
+    return (
+        f"From: Customer {i} <customer{i}@burst.example>\r\nTo: support@desk.example\r\n"
+        f"Subject: Burst {i}\r\nMessage-ID: <burst-{i}@burst.example>\r\n\r\nMessage {i} of the burst.\r\n"
+    ).encode()
+
+
+def _mails_left(desk: Desk) -> int:
+    with desk.unit_of_work(readonly=True) as session:
+        query = select(func.count()).select_from(MailMessage).where(MailMessage.state == "stored")
+        return session.scalar(query) or 0
+
+
+@pytest.mark.skipif(not RABBITMQ_URL, reason="set LANEDESK_TEST_BROKER_URL (amqp://...) to run on RabbitMQ")
+def test_on_rabbitmq_a_burst_of_mail_does_not_hold_back_an_overdue_timer(
+    desk: Desk, tmp_path: Path, processes: StartFn
+) -> None:
+    with Connection(RABBITMQ_URL, connect_timeout=5) as connection:  # messages left by earlier runs
+        for name in QUEUES:
+            connection.channel().queue_delete(name)
+    _burst_then_a_due_timer_fires_early(desk, RABBITMQ_URL, tmp_path, processes)
+
+
+def test_on_the_embedded_broker_a_burst_of_mail_does_not_hold_back_an_overdue_timer(
+    desk: Desk, tmp_path: Path, processes: StartFn
+) -> None:
+    _burst_then_a_due_timer_fires_early(desk, f"sqla+sqlite:///{tmp_path / 'broker.db'}", tmp_path, processes)

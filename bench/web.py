@@ -3,6 +3,7 @@
     python -m bench.web                  # 100,000 tickets, 10,000 open tasks; 5 wrk runs x 15 s per page
     python -m bench.web --quick          # smoke run: 10,000 tickets, 1,000 open; 2 runs x 5 s
     python -m bench.web --reuse --runs 3 --duration 10 --only rendered poll   # some pages only
+    python -m bench.web --reuse --only tickets --rates 100 250 --mixed-rate 0  # the ticket page
     python -m bench.web --postgres postgresql+psycopg://postgres@127.0.0.1:5432/lanedesk_bench_web \\
         --tickets 100000 --open 10000 --workers 2 --threads 4 --runs 5 --duration 15 [--reuse]
 
@@ -40,15 +41,26 @@ on this 2-core machine: shared/notes/performance.md section 2e.)
    a wrk Lua ``done`` hook; every response status is counted from gunicorn's access log.
    Then one run with a single connection: the time one request takes without queueing (with 16
    connections on 2 cores, p95 is mostly time spent waiting: about 16 / throughput).
-   The inbox keeps rendered pages per process until something they show changes (web.inbox,
-   web.inbox_cache), so a repeated GET is mostly the kept page; each response says which in
-   ``X-Inbox-Cache`` (counted by the Lua ``response`` hook). Two pages defeat it with a new query
-   parameter per request ("every request rendered": the full-render cost), and one polls
-   /inbox/rows as the page's htmx does, revalidating with the ETag of its last 200 (304s).
-   Mixed run (``--mixed-rate``, default 5 changes/s): the Tier 1 agent's /inbox?view=all under
-   wrk while a background thread claims, gives back and re-prioritises Tier 1 tasks through the
-   real services, so the share of kept pages is what a busy desk would see. (The changes stay in
-   the database; claims and give-backs alternate, priorities move between P2 and P3.)
+   The inbox and the ticket page keep rendered pages per process until something they show
+   changes (web.inbox, web.tickets, web.inbox_cache), so a repeated GET is mostly the kept page;
+   each response says which in ``X-Inbox-Cache`` / ``X-Page-Cache`` (counted by the Lua
+   ``response`` hook). Three pages defeat it with a new query parameter per request ("every
+   request rendered": the full-render cost, e.g. of a ticket page nobody opened this minute),
+   and one polls /inbox/rows as the page's htmx does, revalidating with the ETag of its last
+   200 (304s).
+   Paced runs (``--rates``, default 100 250 500 requests/s): p95 at a fixed offered rate, besides
+   the closed-loop c16 figures (where 16 connections always wait on each other). wrk has no
+   rate option, so each connection waits an exponential think time (Lua ``delay``) before each
+   request; with at least 16 connections and a mean think time of 100 ms or more, requests
+   arrive independently of the answers (Poisson), as from many browsers, and wrk times each
+   from when it is sent. The think time is the connections / rate minus the single-connection
+   p50, so the rate got is close to the one offered (both are printed). Rates above 80 % of what
+   the page served at c16 are not tried (the queue would only grow).
+   Mixed runs (``--mixed-rate``, default 5 changes/s): the Tier 1 agent's /inbox?view=all, then
+   the ticket page, under wrk (c16) while a background thread claims, gives back and
+   re-prioritises Tier 1 tasks through the real services, so the share of kept pages is what a
+   busy desk would see. (The changes stay in the database; claims and give-backs alternate,
+   priorities move between P2 and P3.)
    CPU per process group over the runs (/proc): gunicorn, PostgreSQL, wrk, and what other
    processes used (the machine may be shared: read req/s with that in mind; CPU per request is
    the steadier figure, and 2 cores / CPU per request the ceiling it implies).
@@ -56,7 +68,9 @@ on this 2-core machine: shared/notes/performance.md section 2e.)
    time, SQL statements and time inside the driver per request, a cProfile (CPU time) by layer
    and by function, and EXPLAIN (ANALYZE, BUFFERS) of each statement of an inbox request.
 
-Prints a table with medians of runs and the ratio to each target; exits non-zero only when
+Prints a table with medians of runs and the ratio to each target, the paced table, and the
+ticket page's p95 against 50 ms measured each way (c16, one connection, each offered rate) on
+one line; exits non-zero only when
 something fails (server does not start, a login fails, a page answers anything but 200).
 """
 
@@ -65,6 +79,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import http.client
+import math
 import os
 import pstats
 import random
@@ -90,16 +105,18 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from sqlalchemy import event, select, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import make_url
 
 from web import create_app
 from web import inbox as inbox_pages
+from web import tickets as ticket_pages
 from web.inbox_cache import PageCache
 from workflows import migrate
 from workflows.app import Desk, build_desk
 from workflows.bootstrap import deploy_bundled
-from workflows.models import TICKET_NUMBER_OFFSET, Group, HumanTask, User, WorkflowInstance
+from workflows.models import TICKET_NUMBER_OFFSET, Group, HumanTask, InboxRevision, User, WorkflowInstance
+from workflows.page_revision import PAGE_ROW
 from workflows.settings import load_settings
 from workflows.tickets import add_customer_reply, change_priority, open_ticket, reply_as_agent
 from workflows.users import add_user, ensure_default_groups, set_password
@@ -767,6 +784,7 @@ def build(url: str, data_dir: Path, args: argparse.Namespace) -> tuple[Desk, Use
             built = tuple(conn.execute(text("SELECT tickets, open, templates FROM bench_web_meta")).one())
         if built == (args.tickets, args.open, args.templates):
             migrate.upgrade(desk.engine)  # migrations added since it was built (schema only)
+            ensure_page_revision(desk)
             log(f"  reusing the database built earlier ({args.tickets:,} tickets, {args.open:,} open tasks)")
             return desk, load_users(desk)
         log("  nothing to reuse with these sizes: building")
@@ -787,6 +805,15 @@ def build(url: str, data_dir: Path, args: argparse.Namespace) -> tuple[Desk, Use
             {"t": args.tickets, "o": args.open, "p": args.templates},
         )
     return desk, users
+
+
+def ensure_page_revision(desk: Desk) -> None:
+    """The ticket page revision's row (workflows.page_revision): a database built before it
+    existed has none until its first change, and without it no ticket page is kept."""
+    with desk.engine.begin() as conn:
+        if conn.scalar(select(InboxRevision.value).where(InboxRevision.id == PAGE_ROW)) is None:
+            conn.execute(insert(InboxRevision).values(id=PAGE_ROW, value=1))
+            log("  added the ticket page revision's row (the database predates it)")
 
 
 # -- phase 2: the server ------------------------------------------------------------------------
@@ -937,7 +964,8 @@ done = function(summary, latency, requests)
   end
 end
 """
-#: Each response's X-Inbox-Cache (web.inbox: hit, miss, off; none on other pages), per wrk thread;
+#: Each response's X-Inbox-Cache or X-Page-Cache (web.inbox, web.tickets: hit, miss, off; none on
+#: other pages), per wrk thread;
 #: a conditional page revalidates with the ETag of the last 200 it got, as a browser does.
 LUA_COUNT = """
 threads = {}
@@ -945,7 +973,7 @@ setup = function(thread) table.insert(threads, thread) end
 hit, miss, off, none = 0, 0, 0, 0
 etag = nil
 response = function(status, headers, body)
-  local seen = headers["X-Inbox-Cache"]
+  local seen = headers["X-Inbox-Cache"] or headers["X-Page-Cache"]
   if seen == "hit" then hit = hit + 1 elseif seen == "miss" then miss = miss + 1
   elseif seen == "off" then off = off + 1 else none = none + 1 end
   if status == 200 and headers["ETag"] then etag = headers["ETag"] end
@@ -955,9 +983,20 @@ end
 LUA_UNIQUE = """
 n = 0
 start = os.time()  -- not the URLs of an earlier run in the same minute
+sep = string.find(wrk.path, "?", 1, true) and "&" or "?"
 request = function()
   n = n + 1
-  return wrk.format(nil, string.format("%s&bench_miss=%d-%d", wrk.path, start, n))
+  return wrk.format(nil, string.format("%s%sbench_miss=%d-%d", wrk.path, sep, start, n))
+end
+"""
+#: Paced load (``--rates``): each connection waits an exponential think time (mean THINK_MS)
+#: before each request, so the connections together offer about connections / mean requests a
+#: second, arriving independently (Poisson), whatever the server does. wrk times each request
+#: from when it is sent, so waiting in the server's queue counts and thinking does not.
+LUA_PACED = """
+math.randomseed(os.time())
+delay = function()
+  return -math.log(1 - math.random()) * THINK_MS
 end
 """
 LUA_CONDITIONAL = """
@@ -968,9 +1007,10 @@ end
 """
 
 
-def lua_for(page: Page) -> str:
+def lua_for(page: Page, think_ms: float | None = None) -> str:
     extra = LUA_UNIQUE if page.unique else LUA_CONDITIONAL if page.conditional else ""
-    return LUA_COUNT + extra + LUA
+    paced = LUA_PACED.replace("THINK_MS", f"{think_ms:.3f}") if think_ms is not None else ""
+    return LUA_COUNT + extra + paced + LUA
 
 
 @dataclass
@@ -1162,11 +1202,12 @@ def test_client_for(desk: Desk, email: str) -> Any:
 
 
 def in_process(desk: Desk, page: Page, timed: int, profiled: int, *, keep: bool = False) -> InProcess:
-    """``page`` requested in-process; inbox pages rendered every time unless ``keep``."""
+    """``page`` requested in-process; inbox and ticket pages rendered every time unless ``keep``."""
     assert page.user
     client = test_client_for(desk, page.user)
     if not keep:
         client.application.extensions[inbox_pages.PAGES] = PageCache(size=0)
+        client.application.extensions[ticket_pages.PAGES] = PageCache(size=0)
 
     def get() -> None:
         answer = client.get(page.path)
@@ -1329,6 +1370,54 @@ def mixed_runs(
     return runs
 
 
+# -- phase 3c: a fixed offered rate ----------------------------------------------------------------
+#: A paced run uses enough connections that each thinks PACED_MIN_THINK_MS or more on average
+#: between requests: a connection is then seldom still waiting for its last answer when its next
+#: request is due (which would lower the offered rate: wrk is closed-loop per connection).
+PACED_MIN_CONNECTIONS = 16
+PACED_MIN_THINK_MS = 100.0
+#: Offered rates above this share of what the page served closed-loop at c16 are not tried.
+PACED_MAX_LOAD = 0.8
+
+
+def paced_runs(
+    server: Server,
+    pages: list[Page],
+    results: dict[str, list[Run]],
+    alone: dict[str, Run],
+    args: argparse.Namespace,
+    data_dir: Path,
+) -> dict[str, dict[float, Run | None]]:
+    """Each page at each of ``args.rates`` requests/s offered (None: above what it can serve)."""
+    log(
+        f"paced: {', '.join(f'{r:g}' for r in args.rates)} requests/s offered, "
+        f"one run of {args.duration} s each"
+    )
+    pg_pids = pg_backends(server.url)
+    found: dict[str, dict[float, Run | None]] = {}
+    for number, page in enumerate(pages):
+        if page.target_p95 is None:
+            continue
+        capacity = statistics.median(r.rate for r in results[page.label])
+        found[page.label] = {}
+        for rate in args.rates:
+            if rate > PACED_MAX_LOAD * capacity:
+                found[page.label][rate] = None
+                continue
+            connections = max(PACED_MIN_CONNECTIONS, math.ceil(rate * PACED_MIN_THINK_MS / 1000))
+            # Think time so that think + the unqueued time of a request = connections / rate.
+            think_ms = max(1.0, 1000 * connections / rate - alone[page.label].p50)
+            script = data_dir / f"page{number}-paced-{rate:g}.lua"
+            script.write_text(lua_for(page, think_ms))
+            run = run_wrk(server, page, args.duration, connections, script, pg_pids)
+            found[page.label][rate] = run
+            log(
+                f"  {page.label:<52} offered {rate:g}/s: got {run.rate:,.0f}/s, p50 {run.p50:.1f} ms, "
+                f"p95 {run.p95:.1f} ms ({connections} connections, mean think {think_ms:.0f} ms)"
+            )
+    return found
+
+
 # -- report -------------------------------------------------------------------------------------
 def fmt_ratio(value: float, target: float, *, at_most: bool) -> str:
     met = value <= target if at_most else value >= target
@@ -1345,7 +1434,7 @@ def print_table(
         "gunicorn and PostgreSQL"
     )
     head = (
-        f"  {'page':<44} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'non-2xx':>8} "
+        f"  {'page':<52} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'non-2xx':>8} "
         f"{'p95 vs 50 ms':>14} {'req/s vs 500':>14} {'vs hello':>9}"
     )
     log(head)
@@ -1360,7 +1449,7 @@ def print_table(
         p95_ratio = fmt_ratio(p95, page.target_p95, at_most=True) if page.target_p95 else "—"
         rate_ratio = fmt_ratio(rate, page.target_rate, at_most=False) if page.target_rate else "—"
         log(
-            f"  {page.label:<44} {rate:>7,.0f} {p50:>7.1f} {p95:>7.1f} {p99:>7.1f} {bad:>8} {p95_ratio:>14} "
+            f"  {page.label:<52} {rate:>7,.0f} {p50:>7.1f} {p95:>7.1f} {p99:>7.1f} {bad:>8} {p95_ratio:>14} "
             f"{rate_ratio:>14} {rate / HELLO_WORLD_RATE:>8.3f}x"
         )
     log(f"\n  one connection (no queueing: the time a request takes), one run of {args.duration} s:")
@@ -1368,7 +1457,7 @@ def print_table(
         single = alone[page.label]
         p95_ratio = fmt_ratio(single.p95, page.target_p95, at_most=True) if page.target_p95 else "—"
         log(
-            f"  {page.label:<44} {single.rate:>7,.0f} {single.p50:>7.1f} {single.p95:>7.1f} "
+            f"  {page.label:<52} {single.rate:>7,.0f} {single.p50:>7.1f} {single.p95:>7.1f} "
             f"{single.p99:>7.1f} "
             f"{single.bad_status:>8} {p95_ratio:>14}"
         )
@@ -1385,33 +1474,90 @@ def print_table(
         others = statistics.median(r.others for r in runs)
         errors = sum(r.socket_errors for r in runs)
         ceiling = 1000 * (os.cpu_count() or 1) / max(0.001, sum(cpu.values()))
-        log(f"  {page.label:<44} req/s {rates} | p95 {p95s}")
+        log(f"  {page.label:<52} req/s {rates} | p95 {p95s}")
         log(
-            f"  {'':<44} CPU ms/request: gunicorn {cpu['gunicorn']:.2f}, PostgreSQL {cpu[PG_OURS]:.2f}, "
+            f"  {'':<52} CPU ms/request: gunicorn {cpu['gunicorn']:.2f}, PostgreSQL {cpu[PG_OURS]:.2f}, "
             f"wrk {cpu['wrk']:.2f} -> at most {ceiling:,.0f} req/s on {os.cpu_count()} idle cores"
         )
         log(
-            f"  {'':<44} machine {busy:.0f} % busy, other processes used {others:.0f} % of one core; "
+            f"  {'':<52} machine {busy:.0f} % busy, other processes used {others:.0f} % of one core; "
             f"socket errors {errors}"
         )
         cache = sum((r.cache for r in runs), Counter())
         if cache["hit"] + cache["miss"] + cache["off"]:
             statuses = sum((r.statuses for r in runs), Counter())
             log(
-                f"  {'':<44} X-Inbox-Cache: hit {cache['hit']:,}, miss {cache['miss']:,}, "
+                f"  {'':<52} kept pages (X-Inbox-Cache, X-Page-Cache): hit {cache['hit']:,}, "
+                f"miss {cache['miss']:,}, "
                 f"off {cache['off']:,}; status 304: {statuses['304']:,} of {sum(statuses.values()):,}"
             )
 
 
-def print_mixed(runs: list[Run], args: argparse.Namespace) -> None:
+def print_paced(
+    pages: list[Page],
+    paced: dict[str, dict[float, Run | None]],
+    results: dict[str, list[Run]],
+    args: argparse.Namespace,
+) -> None:
+    log(
+        "\n  p95 at a fixed offered rate (open-loop approximation: "
+        f">= {PACED_MIN_CONNECTIONS} wrk connections, each waiting an exponential think time between "
+        f"requests, so arrivals do not wait for answers; one run of {args.duration} s per rate; rates above "
+        f"{PACED_MAX_LOAD:.0%} of the page's c{args.connections} throughput not tried):"
+    )
+    head = (
+        f"  {'page':<52} {'offered':>8} {'got/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
+        f"{'p95 vs 50 ms':>14}"
+    )
+    log(head)
+    log("  " + "-" * (len(head) - 2))
+    for page in pages:
+        for rate, run in paced.get(page.label, {}).items():
+            if run is None:
+                capacity = statistics.median(r.rate for r in results[page.label])
+                log(f"  {page.label:<52} {rate:>8g} {'—':>7}  not tried: it served {capacity:,.0f}/s at c16")
+                continue
+            ratio = fmt_ratio(run.p95, P95_TARGET_MS, at_most=True)
+            log(
+                f"  {page.label:<52} {rate:>8g} {run.rate:>7,.0f} {run.p50:>7.1f} {run.p95:>7.1f} "
+                f"{run.p99:>7.1f} {ratio:>14}"
+            )
+
+
+def print_ticket_summary(
+    pages: list[Page],
+    results: dict[str, list[Run]],
+    alone: dict[str, Run],
+    paced: dict[str, dict[float, Run | None]],
+) -> None:
+    """The ticket page's p95 against 50 ms, every way it was measured, on one line each."""
+    for page in pages:
+        if not page.path.startswith("/tickets/"):
+            continue
+        c16 = statistics.median(r.p95 for r in results[page.label])
+        parts = [
+            f"c16 closed-loop {c16:.1f} ms ({fmt_ratio(c16, P95_TARGET_MS, at_most=True)})",
+            f"1 connection {alone[page.label].p95:.1f} ms "
+            f"({fmt_ratio(alone[page.label].p95, P95_TARGET_MS, at_most=True)})",
+        ]
+        for rate, run in paced.get(page.label, {}).items():
+            if run is not None:
+                parts.append(
+                    f"{rate:g}/s offered {run.p95:.1f} ms ({fmt_ratio(run.p95, P95_TARGET_MS, at_most=True)})"
+                )
+        log(f"\n  TICKET PAGE p95 vs 50 ms, {page.label}: " + "; ".join(parts))
+
+
+def print_mixed(label: str, runs: list[Run], args: argparse.Namespace) -> None:
     rate = statistics.median(r.rate for r in runs)
     p95 = statistics.median(r.p95 for r in runs)
     kept = statistics.median(r.share("hit") for r in runs)
     gunicorn = statistics.median(r.cpu_ms.get("gunicorn", 0.0) for r in runs)
     others = statistics.median(r.others for r in runs)
+    versus = f" ({fmt_ratio(rate, INBOX_RATE_TARGET, at_most=False)} vs 500)" if "/inbox" in label else ""
     log(
-        f"\n  mixed ({args.mixed_rate:g} changes/s meanwhile), median of {len(runs)} runs: {rate:,.0f} req/s "
-        f"({fmt_ratio(rate, INBOX_RATE_TARGET, at_most=False)} vs 500), p95 {p95:.1f} ms "
+        f"\n  mixed, {label} ({args.mixed_rate:g} changes/s meanwhile, c{args.connections}), median of "
+        f"{len(runs)} runs: {rate:,.0f} req/s{versus}, p95 {p95:.1f} ms "
         f"({fmt_ratio(p95, P95_TARGET_MS, at_most=True)} vs 50 ms), kept pages {100 * kept:.0f} %, "
         f"gunicorn CPU {gunicorn:.2f} ms/request; other processes used {others:.0f} % of one core"
     )
@@ -1480,6 +1626,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only", nargs="*", default=None, help="only the pages whose label contains one of these words"
+    )
+    parser.add_argument(
+        "--rates",
+        nargs="*",
+        type=float,
+        default=[100.0, 250.0, 500.0],
+        help="requests/s offered in the paced (open-loop) runs; none: skip them",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 10,000 tickets, 1,000 open, 2 x 5 s")
     args = parser.parse_args(argv)
@@ -1587,6 +1740,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 conditional=True,
             ),
             Page(f"/tickets/{ref}, Tier 1 agent", f"/tickets/{ref}", users.agent, ref),
+            Page(
+                f"/tickets/{ref}, Tier 1, every request rendered",
+                f"/tickets/{ref}",
+                users.agent,
+                ref,
+                unique=True,
+            ),
         ]
         if args.only:
             pages = [page for page in pages if any(word in page.label for word in args.only)]
@@ -1622,31 +1782,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             statuses = warm.statuses + single.statuses + sum((r.statuses for r in runs), Counter())
             line = " ".join(f"{r.rate:,.0f}/s p95 {r.p95:.1f} ms" for r in runs)
             line += f" | 1 connection: {single.rate:,.0f}/s p95 {single.p95:.1f} ms"
-            log(f"  {page.label:<44} {line}" + (f"  NON-2xx: {bad} {dict(statuses)}" if bad else ""))
+            log(f"  {page.label:<52} {line}" + (f"  NON-2xx: {bad} {dict(statuses)}" if bad else ""))
             ok &= bad == 0
-        mixed: list[Run] = []
+        paced: dict[str, dict[float, Run | None]] = {}
+        if args.rates:
+            paced = paced_runs(server, pages, results, alone, args, data_dir)
+            ok &= all(r.bad_status == 0 for by_rate in paced.values() for r in by_rate.values() if r)
+        mixed: dict[str, list[Run]] = {}
         if args.mixed_rate > 0:
-            polled = Page(
-                f"/inbox?view=all, Tier 1 agent ({facts['agent_sees']:,} tasks)",
-                "/inbox?view=all",
-                users.agent,
-                "",
-                cookie=log_in(server.port, users.agent),
-            )
-            _, headers, _ = request(server.port, "GET", "/inbox", cookie=polled.cookie)
-            polled.cookie = session_cookie(headers) or polled.cookie  # the welcome message was shown
-            mixed = mixed_runs(server, desk, users, polled, args, data_dir)
-            ok &= all(r.bad_status == 0 for r in mixed)
+            watched = [
+                (f"/inbox?view=all, Tier 1 agent ({facts['agent_sees']:,} tasks)", "/inbox?view=all"),
+                (f"/tickets/{ref}, Tier 1 agent", f"/tickets/{ref}"),
+            ]
+            for label, path in watched:
+                if args.only and not any(word in label for word in args.only):
+                    continue
+                polled = Page(label, path, users.agent, "", cookie=log_in(server.port, users.agent))
+                _, headers, _ = request(server.port, "GET", "/inbox", cookie=polled.cookie)
+                polled.cookie = session_cookie(headers) or polled.cookie  # the welcome message was shown
+                mixed[label] = mixed_runs(server, desk, users, polled, args, data_dir)
+                ok &= all(r.bad_status == 0 for r in mixed[label])
         server.stop()
         print_table(pages, results, alone, args)
-        if mixed:
-            print_mixed(mixed, args)
+        if paced:
+            print_paced(pages, paced, results, args)
+        for label, runs in mixed.items():
+            print_mixed(label, runs, args)
+        print_ticket_summary(pages, results, alone, paced)
         if not args.skip_profile:
             log("\nWhere the time goes (in-process, the same database; a request here has the whole core)")
-            for page in pages[1:]:
-                if page.unique or page.conditional:
+            for page in pages:
+                if page.user is None or page.unique or page.conditional:
                     continue
-                if page.path.startswith("/inbox"):  # the kept page first, then full renders
+                if page.path.startswith(("/inbox", "/tickets")):  # the kept page first, then full renders
                     kept = in_process(desk, page, TIMED, 1, keep=True)
                     log(
                         f"\n  {page.label}, the kept page: wall median "

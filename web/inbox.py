@@ -25,7 +25,6 @@ from flask import (
 )
 from flask.blueprints import BlueprintSetupState
 from flask_login import login_required
-from flask_wtf.csrf import generate_csrf
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
@@ -182,26 +181,7 @@ def _respond(template: str) -> Response:
         return inbox_cache.rendered(body, config=config)
 
     kept, hit = pages.fetch(key, config, render)
-    return _send(kept, "hit" if hit else "miss")
-
-
-def _send(kept: inbox_cache.Rendered, outcome: str) -> Response:
-    """The page with this session's CSRF token, or 304 when the browser holds it already."""
-    field = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
-    if field not in session:
-        generate_csrf()  # the session's token, made now
-    tag = inbox_cache.etag(kept, session[field])
-    response: Response
-    if request.if_none_match.contains_weak(tag):
-        response = Response(status=304)
-    else:
-        response = make_response(kept.page(generate_csrf()))
-    response.set_etag(tag, weak=True)
-    response.headers[CACHE_HEADER] = outcome
-    # The browser keeps the page but asks every time (If-None-Match): never shown unchecked.
-    response.headers["Cache-Control"] = "private, no-cache"
-    response.headers["Vary"] = "Cookie"
-    return response
+    return inbox_cache.send(kept, "hit" if hit else "miss", CACHE_HEADER)
 
 
 @bp.get("/inbox")

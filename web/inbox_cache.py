@@ -1,4 +1,5 @@
-"""Rendered inbox pages kept per process, and the weak ETags the live refresh revalidates with.
+"""Rendered inbox pages kept per process, and the weak ETags the live refresh revalidates with
+(the ticket page keeps its pages the same way: web.tickets says what its key holds).
 
 A page is a function of: the database (summed up by ``workflows.inbox.inbox_revision``, which
 every transaction that changes a task, ticket, SLA clock, customer, agent or group increments
@@ -20,6 +21,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+
+from flask import current_app, make_response, request, session
+from flask_wtf.csrf import generate_csrf
+from werkzeug.wrappers import Response
 
 #: Where the CSRF token goes in a stored page (random: no subject or name can contain it).
 PLACEHOLDER = "csrf-" + secrets.token_hex(16)
@@ -43,6 +48,26 @@ def rendered(body: str, *, config: object) -> Rendered:
 def etag(page: Rendered, session_token: str) -> str:
     session = hashlib.sha256(session_token.encode()).hexdigest()[:16]
     return f"{page.digest}.{session}"
+
+
+def send(kept: Rendered, outcome: str, header: str) -> Response:
+    """The page with this session's CSRF token, or 304 when the browser holds it already;
+    ``header`` says whether it was kept (``outcome``: hit or miss)."""
+    field = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    if field not in session:
+        generate_csrf()  # the session's token, made now
+    tag = etag(kept, session[field])
+    response: Response
+    if request.if_none_match.contains_weak(tag):
+        response = Response(status=304)
+    else:
+        response = make_response(kept.page(generate_csrf()))
+    response.set_etag(tag, weak=True)
+    response.headers[header] = outcome
+    # The browser keeps the page but asks every time (If-None-Match): never shown unchecked.
+    response.headers["Cache-Control"] = "private, no-cache"
+    response.headers["Vary"] = "Cookie"
+    return response
 
 
 class PageCache:

@@ -1,6 +1,14 @@
 """The ticket page (conversation, reply and note, properties, SLA, tasks, outgoing mail, audit
 trail, the process diagram), and what it links to: attachments and the original HTML of mail.
 
+A rendered page is kept per process, as the inbox's are (web.inbox_cache), under a key of
+everything it is a function of: the database (both revisions of workflows.page_revision, read
+first), the viewer (id, name, role, groups: what they may see, the header, the claim buttons),
+the URL (the ticket reference as written, ``?canned=``), the minute (SLA shares and time left,
+ages are computed as of its start) and the SLA configuration (by identity). The CSRF token is
+put in when the page is sent; a page showing a flashed message is rendered and not kept, and
+so is every answer but a 200 (a 404, a 403, a refused reply re-shown with its error).
+
 Mail content is never trusted: the page shows its text only; its HTML is served alone, sanitised,
 under a sandboxing CSP, into a sandboxed frame; attachments are always downloads.
 """
@@ -10,22 +18,45 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.blueprints import BlueprintSetupState
 from flask_login import login_required
 from werkzeug.wrappers import Response
 
 from workflows.errors import InvalidInput, PermissionDenied
 from workflows.models import Attachment, ConversationEntry, MailMessage, Ticket
+from workflows.page_revision import page_revisions
+from workflows.sla import load_sla_config
 from workflows.ticket_page import diagram_state, original_html, pinned_diagram, ticket_page
 from workflows.tickets import add_note, get_ticket, may_work_on, reply_as_agent
 
+from . import inbox_cache
+from .app import local
 from .auth import me
 from .db import db, desk
 
 bp = Blueprint("tickets", __name__)
+PAGES = "lanedesk_ticket_pages"
+#: hit (the kept page), miss (rendered and kept) or off (rendered, not kept).
+CACHE_HEADER = "X-Page-Cache"
 
 #: What a browser gets with mail HTML: no script, no plugin, no request anywhere.
 MAIL_CSP = "sandbox; default-src 'none'; img-src data: cid:; style-src 'unsafe-inline'"
@@ -36,6 +67,11 @@ SAFE_TYPES = re.compile(
     r"(image/(png|jpeg|gif|webp|bmp|tiff)|application/(pdf|zip|gzip|x-7z-compressed|msword|vnd\.[\w.+-]+)"
     r"|text/(plain|csv|calendar)|audio/[\w.+-]+|video/[\w.+-]+)"
 )
+
+
+@bp.record_once
+def _make_cache(state: BlueprintSetupState) -> None:
+    state.app.extensions[PAGES] = inbox_cache.PageCache()
 
 
 def _ticket(reference: str) -> Ticket:
@@ -52,20 +88,72 @@ def _authorise(ticket: Ticket | None) -> Ticket:
     return ticket
 
 
-def _page(reference: str, status: int = 200, **composer: str) -> tuple[str, int]:
+def _page(
+    reference: str,
+    status: int = 200,
+    composer: dict[str, str] | None = None,
+    now: datetime | None = None,
+    **extra: Any,
+) -> tuple[str, int]:
     ticket = _ticket(reference)
-    page = ticket_page(db(), desk().settings, ticket, now=desk().clock())
+    now = now or desk().clock()
+    page = ticket_page(db(), desk().settings, ticket, now=now)
+    composer = composer or {}
     canned = request.args.get("canned", type=int)
     if canned is not None and "reply_text" not in composer:  # without JavaScript: a canned start
         composer["reply_text"] = next((c.body for c in page.canned if c.id == canned), "")
-    html = render_template("tickets/ticket.html", page=page, now=desk().clock(), composer=composer)
+    events = _events(page.timeline, desk().settings.zone)
+    html = render_template(
+        "tickets/ticket.html", page=page, events=events, now=now, composer=composer, **extra
+    )
     return html, status
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An audit trail line's strings (up to 500 a page: Jinja only escapes and joins them)."""
+
+    iso: str
+    when: str
+    actor: str
+    action: str
+    element_id: str | None
+    detail: str
+
+
+def _events(rows: list[Any], zone: ZoneInfo) -> list[Event]:
+    times: dict[datetime, tuple[str, str]] = {}  # a step's events share their time stamp
+    found = []
+    for row in rows:
+        at = times.get(row.created_at)
+        if at is None:
+            at = times[row.created_at] = (row.created_at.isoformat(), local(row.created_at, zone))
+        found.append(Event(*at, row.actor, row.action.replace("_", " "), row.element_id, row.detail))
+    return found
 
 
 @bp.get("/tickets/<reference>")
 @login_required
-def ticket(reference: str) -> tuple[str, int]:
-    return _page(reference)
+def ticket(reference: str) -> Response:
+    """The page from the process's cache when nothing it shows has changed, else rendered."""
+    revisions = page_revisions(db())  # before anything else is read (see page_revisions)
+    if revisions is None or session.get("_flashes"):
+        shown = make_response(_page(reference))
+        shown.headers[CACHE_HEADER] = "off"
+        return shown
+    as_of = desk().clock().replace(second=0, microsecond=0)
+    user = me()
+    config = load_sla_config(desk().settings)
+    groups = tuple(sorted(g.id for g in user.groups))
+    key = (request.full_path, user.id, user.name, user.role, groups, revisions, as_of)
+    pages: inbox_cache.PageCache = current_app.extensions[PAGES]
+
+    def render() -> inbox_cache.Rendered:
+        html, _ = _page(reference, now=as_of, csrf_token=lambda: inbox_cache.PLACEHOLDER)
+        return inbox_cache.rendered(html, config=config)
+
+    kept, hit = pages.fetch(key, config, render)
+    return inbox_cache.send(kept, "hit" if hit else "miss", CACHE_HEADER)
 
 
 @bp.post("/tickets/<reference>/reply")
@@ -96,7 +184,7 @@ def _write(
         )
     except InvalidInput as exc:
         db().rollback()
-        return _page(reference, 422, **{f"{form}_text": body, f"{form}_error": _sentence(exc)})
+        return _page(reference, 422, {f"{form}_text": body, f"{form}_error": _sentence(exc)})
     flash(done)
     return redirect(url_for("tickets.ticket", reference=reference, _anchor=f"entry-{entry.id}"))
 
@@ -199,8 +287,8 @@ def safe_filename(name: str) -> tuple[str, str]:
     return plain, name
 
 
-@bp.app_template_filter("duration")
-def duration(seconds: float | None) -> str:
+@bp.app_template_filter("span")
+def span(seconds: float | None) -> str:
     """``3 d 4 h``, ``2 h 5 min``, ``12 min``: a span of time, rounded down to a minute."""
     if seconds is None:
         return "—"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
@@ -511,52 +510,95 @@ class InboxRevision(Base):
     value: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+#: Rows of ``inbox_revision``: 1 counts what an inbox shows; 2 what only a ticket page shows
+#: (workflows/page_revision.py). A ticket page is kept under both.
+INBOX_ROW, PAGE_ROW = 1, 2
 #: The tables an inbox page is made of (membership: an agent's groups decide what they see).
 INBOX_TABLES = frozenset(
     {"human_task", "ticket", "sla_clock", "customer", "user_account", "agent_group", "membership"}
 )
-_INBOX_CLASSES = (HumanTask, Ticket, SlaClock, Customer, User, Group)
-_INBOX_CHANGED = "lanedesk_inbox_changed"
+#: What a ticket page shows besides: conversation, attachments, outgoing mail, the audit trail,
+#: Cc participants, the workflow instance and its version, canned responses. Mail
+#: (``mail_message``) is left out: stored mail never changes, and the page reaches it through
+#: the conversation entries, which count.
+PAGE_TABLES = frozenset(
+    {
+        "conversation_entry",
+        "attachment",
+        "outbox_message",
+        "audit_event",
+        "ticket_participant",
+        "workflow_instance",
+        "process_version",
+        "canned_response",
+    }
+)
+_ROW_CLASSES: tuple[tuple[int, tuple[type, ...]], ...] = (
+    (INBOX_ROW, (HumanTask, Ticket, SlaClock, Customer, User, Group)),
+    (
+        PAGE_ROW,
+        (
+            ConversationEntry,
+            Attachment,
+            OutboxMessage,
+            AuditEvent,
+            TicketParticipant,
+            WorkflowInstance,
+            ProcessVersion,
+            CannedResponse,
+        ),
+    ),
+)
+_ROW_OF_TABLE = {**dict.fromkeys(INBOX_TABLES, INBOX_ROW), **dict.fromkeys(PAGE_TABLES, PAGE_ROW)}
+_CHANGED = "lanedesk_revisions_changed"  # session.info: the rows this transaction must bump
 
 
-def _touches_inbox(objects: Iterable[object]) -> bool:
-    return any(isinstance(obj, _INBOX_CLASSES) for obj in objects)
+def _changed(session: Session) -> set[int]:
+    found: set[int] = session.info.setdefault(_CHANGED, set())
+    return found
 
 
 @event.listens_for(Session, "after_flush")
-def _note_inbox_flush(session: Session, _context: Any) -> None:
+def _note_flush(session: Session, _context: Any) -> None:
     # Still the pre-flush lists here. Conservative: an object in `dirty` may have no net change.
-    if _touches_inbox(chain(session.new, session.dirty, session.deleted)):
-        session.info[_INBOX_CHANGED] = True
+    objects = list(chain(session.new, session.dirty, session.deleted))
+    for row, classes in _ROW_CLASSES:
+        if any(isinstance(obj, classes) for obj in objects):
+            _changed(session).add(row)
 
 
 @event.listens_for(Session, "do_orm_execute")
-def _note_inbox_statement(state: ORMExecuteState) -> None:
-    # update(HumanTask)... (claiming, SLA due times) never passes through a flush.
+def _note_statement(state: ORMExecuteState) -> None:
+    # update(HumanTask)... (claiming, SLA due times) and the audit journal's INSERT never pass
+    # through a flush.
     if state.is_update or state.is_delete or state.is_insert:
         table = getattr(state.statement, "table", None)
-        if getattr(table, "name", None) in INBOX_TABLES:
-            state.session.info[_INBOX_CHANGED] = True
+        row = _ROW_OF_TABLE.get(getattr(table, "name", None) or "")
+        if row is not None:
+            _changed(state.session).add(row)
 
 
 @event.listens_for(Session, "before_commit")
-def _bump_inbox_revision(session: Session) -> None:
-    # Flush first: once the revision row is locked, this transaction waits for no other lock
+def _bump_revisions(session: Session) -> None:
+    # Flush first: once a revision row is locked, this transaction waits for no other lock
     # (no deadlock with a transaction holding a task's row and waiting for the revision), and
-    # it holds the lock only for the COMMIT itself.
+    # it holds the lock only for the COMMIT itself. The audit journal was written just before
+    # (workflows/audit.py listens first), so its rows count here.
     session.flush()
-    if session.info.pop(_INBOX_CHANGED, False):
+    rows = sorted(session.info.pop(_CHANGED, ()))
+    if rows:
         connection = session.connection()
-        # One upsert: the row comes back if someone deleted it (readers keep nothing while it
-        # is missing), and two writers finding it missing at once cannot both insert it.
+        # One statement for both rows, in id order: every writer locks row 1 before row 2 (no
+        # deadlock between two of them); a missing row comes back, and two writers finding it
+        # missing at once cannot both insert it.
         upsert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
         connection.execute(
             upsert(InboxRevision)
-            .values(id=1, value=1)
+            .values([{"id": row, "value": 1} for row in rows])
             .on_conflict_do_update(index_elements=[InboxRevision.id], set_={"value": InboxRevision.value + 1})
         )
 
 
 @event.listens_for(Session, "after_rollback")
-def _forget_inbox_changes(session: Session) -> None:
-    session.info.pop(_INBOX_CHANGED, None)
+def _forget_changes(session: Session) -> None:
+    session.info.pop(_CHANGED, None)

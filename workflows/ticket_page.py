@@ -12,9 +12,10 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy import BindParameter, bindparam, select
+from sqlalchemy.orm import Session, aliased
 
 from engine.state import waiting_elements
 
@@ -28,6 +29,7 @@ from .models import (
     ConversationEntry,
     Customer,
     DefinitionContent,
+    Group,
     HumanTask,
     MailMessage,
     OutboxMessage,
@@ -41,6 +43,8 @@ from .models import (
 from .settings import Settings
 from .tickets import reference
 
+#: A row of a plain select (columns by name); typed loosely, as Jinja reads it.
+PlainRow = Any
 #: The audit trail shows this many of the latest events (``lanedesk ticket show`` has them all).
 TIMELINE_LIMIT = 500
 #: Audit actions that mean the process passed the element named in ``element_id``.
@@ -58,19 +62,19 @@ class MailFacts:
 
 @dataclass(frozen=True)
 class Entry:
-    entry: ConversationEntry
+    entry: PlainRow  # id, kind, body, created_at, mail_id of a conversation entry
     who: str
     address: str | None
     shown: str  # the text shown (a mail's reply without quotes and signature)
     original: str | None  # the mail's whole text, when it says more than ``shown``
     has_html: bool
-    attachments: list[Attachment]
-    deliveries: list[OutboxMessage]  # the mail that carried an agent's reply
+    attachments: list[PlainRow]  # id, filename, content_type, size
+    deliveries: list[PlainRow]  # the outgoing mail that carried an agent's reply
 
 
 @dataclass(frozen=True)
 class ClockView:
-    clock: SlaClock
+    clock: PlainRow  # the SLA clock's columns
     used: float  # share of the target used (business time)
     left_seconds: int | None  # running: until due (wall clock, negative when overdue); paused: business time
 
@@ -98,83 +102,57 @@ class InstanceFacts:
 
 @dataclass(frozen=True)
 class TicketPage:
+    """What the page shows besides the ticket itself; lists hold plain rows (no ORM objects)."""
+
     ticket: Ticket
     reference: str
-    assignee: User | None
+    assignee: str | None  # the ticket's assignee's name
     participants: list[str]
     instance: InstanceFacts | None
     entries: list[Entry]
-    tasks: list[HumanTask]
+    tasks: list[PlainRow]  # id, name, assignee_id, created_at, group_name, assignee_name
     clocks: list[ClockView]
-    outbox: list[OutboxMessage]
-    timeline: list[AuditEvent]
+    outbox: list[PlainRow]
+    timeline: list[PlainRow]  # actor, action, element_id, detail, created_at
     timeline_truncated: bool
-    canned: list[CannedResponse]
+    canned: list[PlainRow]  # id, title, body
 
 
-def ticket_page(session: Session, settings: Settings, ticket: Ticket, *, now: datetime) -> TicketPage:
-    """Everything the ticket page shows of ``ticket`` (the caller has checked who may see it)."""
-    outbox = _outbox(session, ticket)
-    timeline = list(
-        session.scalars(
-            select(AuditEvent)
-            .where(AuditEvent.ticket_id == ticket.id)
-            .order_by(AuditEvent.id.desc())
-            .limit(TIMELINE_LIMIT + 1)
-        )
+# Built once: statements run on the session's connection as plain rows, with no ORM objects,
+# identity map or ORM events (this page is read on every ticket view).
+_TICKET: BindParameter[int] = bindparam("ticket_id")
+_TIMELINE = (
+    select(
+        AuditEvent.actor, AuditEvent.action, AuditEvent.element_id, AuditEvent.detail, AuditEvent.created_at
     )
-    return TicketPage(
-        ticket=ticket,
-        reference=reference(settings, ticket),
-        assignee=session.get(User, ticket.assignee_id) if ticket.assignee_id is not None else None,
-        participants=list(
-            session.scalars(
-                select(TicketParticipant.email)
-                .where(TicketParticipant.ticket_id == ticket.id)
-                .order_by(TicketParticipant.id)
-            )
-        ),
-        instance=instance_facts(session, ticket),
-        entries=_entries(session, ticket, outbox),
-        tasks=list(
-            session.scalars(
-                select(HumanTask)
-                .where(HumanTask.ticket_id == ticket.id, HumanTask.state == "open")
-                .order_by(HumanTask.created_at, HumanTask.id)
-            )
-        ),
-        clocks=_clocks(session, settings, ticket, now),
-        outbox=outbox,
-        timeline=timeline[:TIMELINE_LIMIT][::-1],
-        timeline_truncated=len(timeline) > TIMELINE_LIMIT,
-        canned=list(session.scalars(select(CannedResponse).order_by(CannedResponse.title))),
+    .where(AuditEvent.ticket_id == _TICKET)
+    .order_by(AuditEvent.id.desc())
+    .limit(TIMELINE_LIMIT + 1)
+)
+_ASSIGNEE = select(User.name).where(User.id == bindparam("user_id"))
+_PARTICIPANTS = (
+    select(TicketParticipant.email)
+    .where(TicketParticipant.ticket_id == _TICKET)
+    .order_by(TicketParticipant.id)
+)
+_INSTANCE = (
+    select(
+        WorkflowInstance.id,
+        WorkflowInstance.status,
+        WorkflowInstance.error,
+        ProcessVersion.process_id,
+        ProcessVersion.version,
+        ProcessVersion.content_hash,
+        WorkflowInstance.created_at,
     )
-
-
-def instance_facts(session: Session, ticket: Ticket) -> InstanceFacts | None:
-    """The ticket's (latest) workflow instance and the version it is pinned to, without its state."""
-    row = session.execute(
-        select(
-            WorkflowInstance.id,
-            WorkflowInstance.status,
-            WorkflowInstance.error,
-            ProcessVersion.process_id,
-            ProcessVersion.version,
-            ProcessVersion.content_hash,
-            WorkflowInstance.created_at,
-        )
-        .join(ProcessVersion, ProcessVersion.id == WorkflowInstance.process_version_id)
-        .where(WorkflowInstance.ticket_id == ticket.id)
-        .order_by(WorkflowInstance.id.desc())
-        .limit(1)
-    ).first()
-    return InstanceFacts(*row) if row is not None else None
-
-
-def _outbox(session: Session, ticket: Ticket) -> list[OutboxMessage]:
-    columns = (
+    .join(ProcessVersion, ProcessVersion.id == WorkflowInstance.process_version_id)
+    .where(WorkflowInstance.ticket_id == _TICKET)
+    .order_by(WorkflowInstance.id.desc())
+    .limit(1)
+)
+_OUTBOX = (
+    select(
         OutboxMessage.id,
-        OutboxMessage.kind,
         OutboxMessage.template,
         OutboxMessage.recipient,
         OutboxMessage.state,
@@ -186,56 +164,126 @@ def _outbox(session: Session, ticket: Ticket) -> list[OutboxMessage]:
         OutboxMessage.created_at,
         OutboxMessage.sent_at,
     )
-    query = (
-        select(OutboxMessage)
-        .options(load_only(*columns))  # not the rendered message (raw)
-        .where(OutboxMessage.ticket_id == ticket.id)
-        .order_by(OutboxMessage.id)
+    .where(OutboxMessage.ticket_id == _TICKET)
+    .order_by(OutboxMessage.id)
+)
+_AUTHOR, _CUSTOMER = aliased(User), aliased(Customer)
+_ENTRIES = (
+    select(
+        ConversationEntry.id,
+        ConversationEntry.kind,
+        ConversationEntry.body,
+        ConversationEntry.created_at,
+        ConversationEntry.mail_id,
+        _AUTHOR.name.label("author"),
+        _AUTHOR.email.label("author_email"),
+        _CUSTOMER.name.label("customer"),
+        _CUSTOMER.email.label("customer_email"),
     )
-    return list(session.scalars(query))
+    .outerjoin(_AUTHOR, _AUTHOR.id == ConversationEntry.author_id)
+    .outerjoin(_CUSTOMER, _CUSTOMER.id == ConversationEntry.customer_id)
+    .where(ConversationEntry.ticket_id == _TICKET)
+    .order_by(ConversationEntry.created_at, ConversationEntry.id)
+)
+_ATTACHMENTS = (
+    select(Attachment.id, Attachment.mail_id, Attachment.filename, Attachment.content_type, Attachment.size)
+    .where(Attachment.ticket_id == _TICKET)
+    .order_by(Attachment.id)
+)
+_HOLDER, _TASK_GROUP = aliased(User), aliased(Group)
+_TASKS = (
+    select(
+        HumanTask.id,
+        HumanTask.name,
+        HumanTask.assignee_id,
+        HumanTask.created_at,
+        _TASK_GROUP.name.label("group_name"),
+        _HOLDER.name.label("assignee_name"),
+    )
+    .outerjoin(_TASK_GROUP, _TASK_GROUP.id == HumanTask.group_id)
+    .outerjoin(_HOLDER, _HOLDER.id == HumanTask.assignee_id)
+    .where(HumanTask.ticket_id == _TICKET, HumanTask.state == "open")
+    .order_by(HumanTask.created_at, HumanTask.id)
+)
+_CLOCKS = (
+    select(
+        SlaClock.name,
+        SlaClock.state,
+        SlaClock.calendar,
+        SlaClock.target_seconds,
+        SlaClock.elapsed_seconds,
+        SlaClock.running_since,
+        SlaClock.paused_at,
+        SlaClock.stopped_at,
+        SlaClock.due_at,
+    )
+    .where(SlaClock.ticket_id == _TICKET)
+    .order_by(SlaClock.id)
+)
+_CANNED = select(CannedResponse.id, CannedResponse.title, CannedResponse.body).order_by(CannedResponse.title)
 
 
-def _entries(session: Session, ticket: Ticket, outbox: list[OutboxMessage]) -> list[Entry]:
-    rows = session.execute(
-        select(ConversationEntry, User.name, User.email, Customer.name, Customer.email)
-        .outerjoin(User, User.id == ConversationEntry.author_id)
-        .outerjoin(Customer, Customer.id == ConversationEntry.customer_id)
-        .where(ConversationEntry.ticket_id == ticket.id)
-        .order_by(ConversationEntry.created_at, ConversationEntry.id)
-    ).all()
-    facts = mail_facts(session, {row[0].mail_id for row in rows if row[0].mail_id is not None})
-    attachments: dict[int, list[Attachment]] = {}
-    query = (
-        select(Attachment)
-        .options(load_only(Attachment.mail_id, Attachment.filename, Attachment.content_type, Attachment.size))
-        .where(Attachment.ticket_id == ticket.id)
-        .order_by(Attachment.id)
+def ticket_page(session: Session, settings: Settings, ticket: Ticket, *, now: datetime) -> TicketPage:
+    """Everything the ticket page shows of ``ticket`` (the caller has checked who may see it)."""
+    run = session.connection().execute
+    at = {"ticket_id": ticket.id}
+    outbox = list(run(_OUTBOX, at))
+    timeline = list(run(_TIMELINE, at))
+    assignee = (
+        run(_ASSIGNEE, {"user_id": ticket.assignee_id}).scalar() if ticket.assignee_id is not None else None
     )
-    for item in session.scalars(query):
+    return TicketPage(
+        ticket=ticket,
+        reference=reference(settings, ticket),
+        assignee=assignee,
+        participants=list(run(_PARTICIPANTS, at).scalars()),
+        instance=instance_facts(session, ticket),
+        entries=_entries(session, ticket, outbox),
+        tasks=list(run(_TASKS, at)),
+        clocks=_clocks(session, settings, ticket, now),
+        outbox=outbox,
+        timeline=timeline[:TIMELINE_LIMIT][::-1],
+        timeline_truncated=len(timeline) > TIMELINE_LIMIT,
+        canned=list(run(_CANNED)),
+    )
+
+
+def instance_facts(session: Session, ticket: Ticket) -> InstanceFacts | None:
+    """The ticket's (latest) workflow instance and the version it is pinned to, without its state."""
+    row = session.connection().execute(_INSTANCE, {"ticket_id": ticket.id}).first()
+    return InstanceFacts(*row) if row is not None else None
+
+
+def _entries(session: Session, ticket: Ticket, outbox: list[PlainRow]) -> list[Entry]:
+    run = session.connection().execute
+    rows = list(run(_ENTRIES, {"ticket_id": ticket.id}))
+    facts = mail_facts(session, {row.mail_id for row in rows if row.mail_id is not None})
+    attachments: dict[int, list[PlainRow]] = {}
+    for item in run(_ATTACHMENTS, {"ticket_id": ticket.id}):
         attachments.setdefault(item.mail_id, []).append(item)
-    deliveries: dict[int, list[OutboxMessage]] = {}
+    deliveries: dict[int, list[PlainRow]] = {}
     for message in outbox:
         entry_id = (message.payload or {}).get("entry_id")
         if isinstance(entry_id, int):
             deliveries.setdefault(entry_id, []).append(message)
     found = []
-    for entry, author, author_email, customer, customer_email in rows:
-        mail = facts.get(entry.mail_id) if entry.mail_id is not None else None
-        who, address = _who(entry.kind, author, author_email, customer, customer_email)
-        shown = entry.body
-        if mail is not None and mail.reply_text and entry.body.strip() == mail.text.strip():
+    for row in rows:
+        mail = facts.get(row.mail_id) if row.mail_id is not None else None
+        who, address = _who(row.kind, row.author, row.author_email, row.customer, row.customer_email)
+        shown = row.body
+        if mail is not None and mail.reply_text and row.body.strip() == mail.text.strip():
             shown = mail.reply_text  # the opening mail keeps its whole text: show the new part
         original = mail.text if mail is not None and mail.text.strip() != shown.strip() else None
         found.append(
             Entry(
-                entry=entry,
+                entry=row,
                 who=who,
                 address=address,
                 shown=shown,
                 original=original,
                 has_html=mail is not None and mail.has_html,
-                attachments=attachments.get(entry.mail_id, []) if entry.mail_id is not None else [],
-                deliveries=deliveries.get(entry.id, []),
+                attachments=attachments.get(row.mail_id, []) if row.mail_id is not None else [],
+                deliveries=deliveries.get(row.id, []),
             )
         )
     return found
@@ -309,9 +357,8 @@ def original_html(mail: MailMessage) -> str | None:
 def _clocks(session: Session, settings: Settings, ticket: Ticket, now: datetime) -> list[ClockView]:
     config = sla.load_sla_config(settings)
     views = []
-    for clock in session.scalars(
-        select(SlaClock).where(SlaClock.ticket_id == ticket.id).order_by(SlaClock.id)
-    ):
+    clock: PlainRow  # sla.elapsed reads a row's columns as it reads a clock's attributes
+    for clock in session.connection().execute(_CLOCKS, {"ticket_id": ticket.id}):
         calendar = config.calendar(clock.calendar, ALWAYS_OPEN.name)
         used_seconds = sla.elapsed(clock, calendar, now)
         used = used_seconds / clock.target_seconds if clock.target_seconds > 0 else 0.0

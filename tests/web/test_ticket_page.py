@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -533,11 +534,32 @@ def test_the_page_costs_the_same_number_of_queries_for_3_or_60_entries(
     assert counts[small] == counts[big], json.dumps(counts)
     assert counts[big] < 25
     with statements(desk) as warm:
-        page_of(agent_client, big)
+        page_of(agent_client, f"{big}?again=1")  # another URL: rendered again
     assert len(warm) == counts[big] - 1  # parsed mail is remembered: no mail bytes are read again
+    with statements(desk) as kept:
+        page_of(agent_client, big)  # nothing changed: the kept page (the login, the revisions)
+    assert len([s for s in kept if s.lstrip().upper().startswith("SELECT")]) == 2, kept
 
 
 def test_the_ticket_row_is_not_written_by_viewing(agent_client: FlaskClient, desk: Desk, ticket: str) -> None:
     before = rows(desk, Ticket)[0].updated_at
     page_of(agent_client, ticket)
     assert rows(desk, Ticket)[0].updated_at == before
+
+
+@pytest.mark.parametrize(
+    ("now", "label", "shown"),
+    [
+        (MONDAY_9 + timedelta(hours=1, minutes=30), "Time left", "6 h 30 min"),  # due Mon 17:00; was "6 h"
+        (MONDAY_9 + timedelta(days=1, hours=2, minutes=15), "Overdue by", "18 h 15 min"),  # 24x7 here
+    ],
+    ids=["time left", "overdue"],
+)
+def test_a_clock_shows_the_time_left_or_how_long_it_is_overdue_to_the_minute(
+    agent_client: FlaskClient, desk: Desk, ticket: str, now: datetime, label: str, shown: str
+) -> None:
+    desk.clock = lambda: now
+    props = page_of(agent_client, ticket).split('id="h-props"')[1]
+    first_response = props.split("first response", 1)[1].split('<div class="clock">', 1)[0]
+    assert re.search(rf"<dt>{label}</dt><dd>{shown}</dd>", first_response), first_response
+    assert "<dt>Target</dt><dd>8 h business time" in first_response

@@ -298,10 +298,10 @@ def _trusted(function: Callable[..., Any]) -> Callable[..., Any]:
     """``function`` (a desk function) as scripts call it: run with the script's trace hook off.
 
     Desk functions are our code and may do a lot (ORM writes, template rendering): traced, every
-    call inside them paid the hook (~18 % of the CPU of opening a ticket by mail). The budget
-    still counts the script's own lines, and its CPU clock keeps running across the call. A desk
-    function never calls back what it is given; a callable argument is refused all the same,
-    since it would run untraced.
+    Python call inside them went through the hook (688 hook calls per mail processed by the
+    bundled lifecycle, 7 with this). The budget still counts the script's own lines, and its CPU
+    clock keeps running across the call. A desk function never calls back what it is given; a
+    callable argument is refused all the same, since it would run untraced.
     """
 
     def call(*args: Any, **kwargs: Any) -> Any:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import Row, case, or_, select
+from sqlalchemy import Row, literal, select, union_all
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -433,18 +433,23 @@ def _ticket_by_number(session: Session, settings: Settings, number: int) -> Tick
 
 
 def _ticket_of_message_ids(session: Session, ids: list[str]) -> Ticket | None:
-    """The ticket of a Message-ID among ``ids``: one of ours (outbox) first, else one we stored."""
+    """The ticket of a Message-ID among ``ids``: one of ours (outbox) first, else one we stored.
+
+    One lookup on the two Message-ID indexes, then the ticket by key. (Asking for the ticket
+    rows WHERE id IN either lookup made PostgreSQL scan every ticket: 1 ms at 3,000 tickets.)
+    """
     ids = [i[:998] for i in ids if i]
     if not ids:
         return None
-    ours = select(OutboxMessage.ticket_id).where(OutboxMessage.message_id.in_(ids))
-    theirs = select(MailMessage.ticket_id).where(MailMessage.message_id.in_(ids))
-    return session.scalar(
-        select(Ticket)
-        .where(or_(Ticket.id.in_(ours), Ticket.id.in_(theirs)))
-        .order_by(case((Ticket.id.in_(ours), 0), else_=1), Ticket.id)
-        .limit(1)
+    ours = select(OutboxMessage.ticket_id.label("ticket_id"), literal(0).label("theirs")).where(
+        OutboxMessage.message_id.in_(ids), OutboxMessage.ticket_id.is_not(None)
     )
+    theirs = select(MailMessage.ticket_id.label("ticket_id"), literal(1).label("theirs")).where(
+        MailMessage.message_id.in_(ids), MailMessage.ticket_id.is_not(None)
+    )
+    both = union_all(ours, theirs).subquery()
+    found = session.scalar(select(both.c.ticket_id).order_by(both.c.theirs).limit(1))
+    return session.get(Ticket, found) if found is not None else None
 
 
 def _may_write(session: Session, ticket: Ticket, sender: str) -> bool:

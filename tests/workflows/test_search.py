@@ -230,7 +230,13 @@ def test_changes_and_deletions_are_reflected(
     session: Session, settings: Settings, admin: User, now: datetime
 ) -> None:
     ticket = make_ticket(session, now, "Mouse", "the cursor jumps", "try another pad")
-    entries = list(session.scalars(select(ConversationEntry).where(ConversationEntry.ticket_id == ticket.id)))
+    entries = list(
+        session.scalars(
+            select(ConversationEntry)
+            .where(ConversationEntry.ticket_id == ticket.id)
+            .order_by(ConversationEntry.id)
+        )
+    )  # in the order written: the first says "cursor" (unordered, PostgreSQL may return either first)
     assert found(session, settings, admin, now, "cursor") == [ticket.id]
 
     entries[0].body = "the pointer jumps"

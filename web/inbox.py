@@ -14,7 +14,6 @@ from typing import Any
 from flask import (
     Blueprint,
     abort,
-    current_app,
     flash,
     make_response,
     redirect,
@@ -162,26 +161,16 @@ def _respond(template: str) -> Response:
         shown = make_response(_render(template, as_of))
         shown.headers[CACHE_HEADER] = "off"
         return shown
-    user = me()
-    config = load_sla_config(desk().settings)
-    # The raw URL, not the filters: the default view depends on the data, which the revision covers.
-    key = (
-        request.full_path,
-        user.id,
-        user.name,
-        user.role,
-        tuple(sorted(g.id for g in user.groups)),
+    # The raw URL is in the key, not the filters: the default view depends on the data, which
+    # the revision covers.
+    return inbox_cache.serve(
+        PAGES,
         revision,
         as_of,
+        load_sla_config(desk().settings),
+        CACHE_HEADER,
+        lambda: _render(template, as_of, csrf_token=lambda: inbox_cache.PLACEHOLDER),
     )
-    pages: inbox_cache.PageCache = current_app.extensions[PAGES]
-
-    def render() -> inbox_cache.Rendered:
-        body = _render(template, as_of, csrf_token=lambda: inbox_cache.PLACEHOLDER)
-        return inbox_cache.rendered(body, config=config)
-
-    kept, hit = pages.fetch(key, config, render)
-    return inbox_cache.send(kept, "hit" if hit else "miss", CACHE_HEADER)
 
 
 @bp.get("/inbox")

@@ -21,10 +21,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from datetime import datetime
 
 from flask import current_app, make_response, request, session
 from flask_wtf.csrf import generate_csrf
 from werkzeug.wrappers import Response
+
+from .auth import me
 
 #: Where the CSRF token goes in a stored page (random: no subject or name can contain it).
 PLACEHOLDER = "csrf-" + secrets.token_hex(16)
@@ -68,6 +71,25 @@ def send(kept: Rendered, outcome: str, header: str) -> Response:
     response.headers["Cache-Control"] = "private, no-cache"
     response.headers["Vary"] = "Cookie"
     return response
+
+
+def serve(
+    extension: str,
+    revision: Hashable,
+    as_of: datetime,
+    config: object,
+    header: str,
+    render: Callable[[], str],
+) -> Response:
+    """The page this URL shows this viewer, kept in ``current_app.extensions[extension]`` under
+    the key the module docstring describes, or rendered by ``render`` (with the placeholder for
+    the CSRF token: pass ``csrf_token=lambda: PLACEHOLDER`` to the template) and kept."""
+    user = me()
+    groups = tuple(sorted(g.id for g in user.groups))
+    key = (request.full_path, user.id, user.name, user.role, groups, revision, as_of)
+    pages: PageCache = current_app.extensions[extension]
+    kept, hit = pages.fetch(key, config, lambda: rendered(render(), config=config))
+    return send(kept, "hit" if hit else "miss", header)
 
 
 class PageCache:

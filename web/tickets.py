@@ -27,7 +27,6 @@ from zoneinfo import ZoneInfo
 from flask import (
     Blueprint,
     abort,
-    current_app,
     flash,
     jsonify,
     make_response,
@@ -142,18 +141,14 @@ def ticket(reference: str) -> Response:
         shown.headers[CACHE_HEADER] = "off"
         return shown
     as_of = desk().clock().replace(second=0, microsecond=0)
-    user = me()
-    config = load_sla_config(desk().settings)
-    groups = tuple(sorted(g.id for g in user.groups))
-    key = (request.full_path, user.id, user.name, user.role, groups, revisions, as_of)
-    pages: inbox_cache.PageCache = current_app.extensions[PAGES]
-
-    def render() -> inbox_cache.Rendered:
-        html, _ = _page(reference, now=as_of, csrf_token=lambda: inbox_cache.PLACEHOLDER)
-        return inbox_cache.rendered(html, config=config)
-
-    kept, hit = pages.fetch(key, config, render)
-    return inbox_cache.send(kept, "hit" if hit else "miss", CACHE_HEADER)
+    return inbox_cache.serve(
+        PAGES,
+        revisions,
+        as_of,
+        load_sla_config(desk().settings),
+        CACHE_HEADER,
+        lambda: _page(reference, now=as_of, csrf_token=lambda: inbox_cache.PLACEHOLDER)[0],
+    )
 
 
 @bp.post("/tickets/<reference>/reply")

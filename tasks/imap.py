@@ -188,18 +188,28 @@ def connected(account: Account, *, timeout: float = SOCKET_TIMEOUT) -> Iterator[
 
 
 def drain(client: Any, account: Account, store: Store) -> int:
-    """Store and move every message in the selected folder; how many. Raises :class:`StoreFailed`."""
+    """Store and move every message in the selected folder, until a search finds none; how many.
+    Raises :class:`StoreFailed`.
+
+    Searched again after each round: the server reports a message that arrives during a round
+    in the answer to one of its commands (a MOVE, say), where the client library keeps it and
+    IDLE never hears of it; without the second look it would wait until IDLE is renewed.
+    """
     stored = 0
-    for uid in sorted(client.search(["NOT", "DELETED"])):
-        raw = client.fetch([uid], ["BODY.PEEK[]"]).get(uid, {}).get(b"BODY[]")
-        if raw is None:
-            continue  # expunged by another client meanwhile
-        try:
-            store(account, raw)
-        except Exception as exc:
-            raise StoreFailed(account.name, stored) from exc
-        _move(client, uid, account.processed_folder)
-        stored += 1
+    while uids := sorted(client.search(["NOT", "DELETED"])):
+        before = stored
+        for uid in uids:
+            raw = client.fetch([uid], ["BODY.PEEK[]"]).get(uid, {}).get(b"BODY[]")
+            if raw is None:
+                continue  # expunged by another client meanwhile
+            try:
+                store(account, raw)
+            except Exception as exc:
+                raise StoreFailed(account.name, stored) from exc
+            _move(client, uid, account.processed_folder)
+            stored += 1
+        if stored == before:
+            break  # only messages another client expunged meanwhile: nothing new to look for
     return stored
 
 

@@ -131,6 +131,25 @@ def test_a_failed_store_leaves_that_message_and_later_ones_for_the_next_round(
     assert [r.raw for r in stored(desk)] == raws  # the second one is stored once, not twice
 
 
+def test_mail_that_arrives_while_a_round_is_stored_is_taken_before_waiting(
+    dovecot: Dovecot, desk: Desk
+) -> None:
+    """The server tells of it in its answer to our MOVE, where IDLE never hears of it: without a
+    second search it waited for the next IDLE renewal (10 minutes)."""
+    ingest = ingest_into(desk)
+    late = message(2)
+
+    def store_and_meanwhile_more_arrives(account: Account, raw: bytes) -> object:
+        if raw != late:
+            append(dovecot, late)
+        return ingest(account, raw)
+
+    append(dovecot, message(1))
+    assert poll_once(account_of(dovecot), store_and_meanwhile_more_arrives) == 2
+    assert folder(dovecot, "INBOX") == {}
+    assert [r.raw for r in stored(desk)] == [message(1), late]
+
+
 def test_without_move_messages_are_copied_flagged_and_expunged(desk: Desk) -> None:
     with running_dovecot(extra_config="imap_capability = IMAP4rev1 IDLE\n") as server:
         with server.client() as client:

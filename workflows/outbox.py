@@ -148,8 +148,10 @@ def held_back(
         return "the recipient is one of the desk's own addresses"
     if NO_AUTO_MAIL.match(recipient):
         return "the address belongs to a robot (mailer-daemon, postmaster, no-reply …)"
-    bounced_at, bounce_reason, last_mail, acknowledged = session.execute(
-        _facts_statement(), {"recipient": recipient, "ack_since": now - ACK_WINDOW}
+    params: dict[str, Any] = {"recipient": recipient, "ticket_id": ticket.id, "ack_since": now - ACK_WINDOW}
+    params.update({f"since_{i}": now - window for i, (window, _, _) in enumerate(CEILINGS)})
+    bounced_at, bounce_reason, last_mail, acknowledged, *counts = session.execute(
+        _facts_statement(), params
     ).one()
     if bounced_at is not None:
         since = f"{bounced_at:%Y-%m-%d %H:%M} UTC"
@@ -159,15 +161,33 @@ def held_back(
     if template == "acknowledgement" and acknowledged is not None:
         when = f"{acknowledged:%Y-%m-%d %H:%M} UTC"
         return f"already acknowledged this sender at {when} (one per 7 days, RFC 3834)"
-    return _over_ceiling(session, ticket, recipient, now)
+    return _over_ceiling(counts)
 
 
 @cache
 def _facts_statement() -> Select[Any]:
     """What the rules need to know about a recipient, in one round trip (built once: building
-    SQLAlchemy statements per call was most of the rules' cost, bench.outbox)."""
+    SQLAlchemy statements per call was most of the rules' cost, bench.outbox): bounce, the last
+    mail from them, the last acknowledgement, then the automatic mail to them in each window of
+    CEILINGS, in all and on one ticket."""
     recipient: BindParameter[str] = bindparam("recipient")
     customer = select(Customer).where(Customer.email == recipient)
+    automatic = OutboxMessage.auto_submitted.is_not(None) & (OutboxMessage.state != "suppressed")
+    counts = []
+    for i in range(len(CEILINGS)):
+        recent = OutboxMessage.created_at > bindparam(f"since_{i}")
+        counts.append(func.sum(case((recent, 1), else_=0)).label(f"all_{i}"))
+        on_ticket = recent & (OutboxMessage.ticket_id == bindparam("ticket_id"))
+        counts.append(func.sum(case((on_ticket, 1), else_=0)).label(f"ticket_{i}"))
+    ceilings = (
+        select(*counts)
+        .where(
+            OutboxMessage.recipient == recipient,
+            automatic,
+            OutboxMessage.created_at > bindparam(f"since_{len(CEILINGS) - 1}"),
+        )
+        .subquery("ceilings")
+    )
     return select(
         customer.with_only_columns(Customer.bounced_at).scalar_subquery(),
         customer.with_only_columns(Customer.bounce_reason).scalar_subquery(),
@@ -185,24 +205,7 @@ def _facts_statement() -> Select[Any]:
         )
         .limit(1)
         .scalar_subquery(),
-    )
-
-
-@cache
-def _ceiling_statement() -> Select[Any]:
-    """Automatic mail to one recipient in each window, in all and on one ticket (built once)."""
-    automatic = OutboxMessage.auto_submitted.is_not(None) & (OutboxMessage.state != "suppressed")
-    columns = []
-    for i in range(len(CEILINGS)):
-        recent = OutboxMessage.created_at > bindparam(f"since_{i}")
-        columns.append(func.sum(case((recent, 1), else_=0)))
-        columns.append(
-            func.sum(case((recent & (OutboxMessage.ticket_id == bindparam("ticket_id")), 1), else_=0))
-        )
-    return select(*columns).where(
-        OutboxMessage.recipient == bindparam("recipient"),
-        automatic,
-        OutboxMessage.created_at > bindparam(f"since_{len(CEILINGS) - 1}"),
+        *ceilings.c,
     )
 
 
@@ -217,10 +220,8 @@ def _own_address(settings: Settings, ticket: Ticket, recipient: str) -> bool:
     return base in ours or recipient in ours
 
 
-def _over_ceiling(session: Session, ticket: Ticket, recipient: str, now: datetime) -> str | None:
-    params: dict[str, Any] = {"recipient": recipient, "ticket_id": ticket.id}
-    params.update({f"since_{i}": now - window for i, (window, _, _) in enumerate(CEILINGS)})
-    counts = session.execute(_ceiling_statement(), params).one()
+def _over_ceiling(counts: list[int | None]) -> str | None:
+    """The first ceiling ``counts`` (per window of CEILINGS: in all, on the ticket) reach."""
     for i, (window, total_limit, ticket_limit) in enumerate(CEILINGS):
         total, on_ticket = counts[2 * i] or 0, counts[2 * i + 1] or 0
         minutes = int(window.total_seconds() // 60)

@@ -17,7 +17,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import CompoundSelect, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from . import audit
@@ -39,13 +39,19 @@ def survey_url(settings: Settings, ticket: Ticket) -> str:
 
 def compose(session: Session, settings: Settings, row: OutboxMessage, now: datetime) -> None:
     """Fill ``row.raw``, ``subject``, ``sender`` and ``language`` (once; retries resend them)."""
-    ticket = session.get_one(Ticket, row.ticket_id)
-    customer = session.get_one(Customer, ticket.requester_id)
+    # One statement for the ticket, its requester and group, and the recipient if an agent.
+    ticket, customer, group, recipient_user = session.execute(
+        select(Ticket, Customer, Group, User)
+        .join(Customer, Customer.id == Ticket.requester_id)
+        .outerjoin(Group, Group.id == Ticket.group_id)
+        .outerjoin(User, User.email == row.recipient)
+        .where(Ticket.id == row.ticket_id)
+    ).one()
     to_customer = row.template in CUSTOMER_TEMPLATES
     language = row.language or (
         (ticket.language or customer.language or settings.language) if to_customer else settings.language
     )
-    context = _context(session, settings, row, ticket, customer)
+    context = _context(session, settings, row, ticket, customer, group, recipient_user)
     template = source(session, row.template, language, settings.language)
     try:
         rendered = render(template, context)
@@ -71,7 +77,7 @@ def compose(session: Session, settings: Settings, row: OutboxMessage, now: datet
 
     msg = EmailMessage(policy=SMTP)
     msg["From"] = formataddr((name, mailbox))
-    msg["To"] = _recipient(session, row.recipient, customer)
+    msg["To"] = _recipient(row.recipient, customer, recipient_user)
     msg["Subject"] = (
         rendered.subject if f"[{reference}]" in rendered.subject else f"[{reference}] {rendered.subject}"
     )
@@ -97,11 +103,11 @@ def compose(session: Session, settings: Settings, row: OutboxMessage, now: datet
     row.language = rendered.language
 
 
-def _recipient(session: Session, recipient: str, customer: Customer) -> str:
+def _recipient(recipient: str, customer: Customer, recipient_user: User | None) -> str:
     if recipient == customer.email:
         name = customer.name
     else:
-        name = session.scalar(select(User.name).where(User.email == recipient)) or ""
+        name = recipient_user.name if recipient_user is not None else ""
     try:
         return str(Address(display_name=name, addr_spec=recipient)) if name else recipient
     except (ValueError, IndexError):
@@ -109,14 +115,18 @@ def _recipient(session: Session, recipient: str, customer: Customer) -> str:
 
 
 def _context(
-    session: Session, settings: Settings, row: OutboxMessage, ticket: Ticket, customer: Customer
+    session: Session,
+    settings: Settings,
+    row: OutboxMessage,
+    ticket: Ticket,
+    customer: Customer,
+    group: Group | None,
+    recipient_user: User | None,
 ) -> dict[str, Any]:
     name, address = settings.sender
     reference = f"{settings.ticket_prefix}-{ticket.number}"
-    group = session.get(Group, ticket.group_id) if ticket.group_id is not None else None
     entry = session.get(ConversationEntry, row.payload["entry_id"]) if row.payload.get("entry_id") else None
     author = session.get(User, entry.author_id) if entry is not None and entry.author_id else None
-    recipient_user = session.scalar(select(User).where(User.email == row.recipient))
     agent = author or recipient_user
     earlier = session.scalars(
         select(ConversationEntry)
@@ -129,9 +139,10 @@ def _context(
         .order_by(ConversationEntry.id.desc())
         .limit(EXCERPT_ENTRIES)
     ).all()
-    people = {
-        u.id: u.name for u in session.scalars(select(User).where(User.id.in_({e.author_id for e in earlier})))
-    }
+    authors = {e.author_id for e in earlier if e.author_id is not None}
+    people = (
+        {u.id: u.name for u in session.scalars(select(User).where(User.id.in_(authors)))} if authors else {}
+    )
     return {
         "desk": {"name": name, "address": address, "url": settings.base_url},
         "ticket": {
@@ -167,22 +178,24 @@ def _context(
 
 def _thread(session: Session, ticket: Ticket, row: OutboxMessage) -> tuple[str | None, list[str]]:
     """(In-Reply-To, References): the customer's latest mail, else our latest, and the thread."""
-    theirs = session.execute(
-        select(MailMessage.received_at, MailMessage.message_id).where(
+    both: CompoundSelect = union_all(
+        select(literal(True), MailMessage.received_at, MailMessage.message_id).where(
             MailMessage.ticket_id == ticket.id,
             MailMessage.state == "processed",
             MailMessage.message_id.is_not(None),
             MailMessage.received_at <= row.created_at,
-        )
-    ).all()
-    ours = session.execute(
-        select(OutboxMessage.created_at, OutboxMessage.message_id).where(
+        ),
+        select(literal(False), OutboxMessage.created_at, OutboxMessage.message_id).where(
             OutboxMessage.ticket_id == ticket.id,
             OutboxMessage.state == "sent",
             OutboxMessage.kind.in_(("customer_mail", "agent_reply")),
             OutboxMessage.id < row.id,
-        )
-    ).all()
+        ),
+    )
+    theirs: list[tuple[datetime, str]] = []
+    ours: list[tuple[datetime, str]] = []
+    for from_them, at, mid in session.execute(both):  # one round trip for both
+        (theirs if from_them else ours).append((at, mid))
     if not theirs and not ours:
         return None, []
     thread: list[str] = [mid for _, mid in sorted([*theirs, *ours], key=lambda pair: pair[0]) if mid]

@@ -1137,8 +1137,8 @@ def pg_backends(url: str) -> set[int]:
 #: Cumulative shares (callees included, so rows overlap) of one request's CPU time.
 PARTS = [
     ("Flask-Login: load the user and its groups", "web/auth.py", "_load"),
-    ("workflows.inbox.inbox (both queries, rows, urgency)", "workflows/inbox.py", "inbox"),
-    ("  clocks_of: the page's SLA clocks", "workflows/inbox.py", "clocks_of"),
+    ("workflows.inbox.inbox_lines (its queries, rows, urgency)", "workflows/inbox.py", "inbox_lines"),
+    ("  _clock_rows: the page's SLA clocks", "workflows/inbox.py", "_clock_rows"),
     ("  urgency: business time used, per row", "workflows/inbox.py", "urgency"),
     ("workflows.tickets.get_ticket", "workflows/tickets.py", "get_ticket"),
     ("workflows.ticket_page.ticket_page (its queries, rows)", "workflows/ticket_page.py", "ticket_page"),

@@ -23,7 +23,7 @@ from werkzeug.exceptions import BadRequest
 from engine.errors import FormInvalid
 from workflows import audit
 from workflows.errors import InvalidInput, NotFound, PermissionDenied
-from workflows.inbox import SORTS, VIEWS, InboxRow, Urgency, inbox
+from workflows.inbox import SORTS, VIEWS, TaskLine, Urgency, inbox_lines
 from workflows.models import (
     TICKET_NUMBER_OFFSET,
     ApiToken,
@@ -245,10 +245,28 @@ def _field_json(field: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _row_json(row: InboxRow) -> dict[str, Any]:
-    found = _task_json(row.task)
-    found["urgency"] = _urgency_json(row.urgency)
-    return found
+def _line_json(line: TaskLine) -> dict[str, Any]:
+    """An inbox line as :func:`_task_json` shows a task (inbox lines are open tasks), with its
+    urgency."""
+    return {
+        "id": line.task_id,
+        "name": line.name,
+        "element_id": line.element_id,
+        "state": "open",
+        "group": line.group_slug,
+        "assignee": line.assignee_email,
+        "ticket": {
+            "reference": f"{desk().settings.ticket_prefix}-{line.ticket_number}",
+            "subject": line.subject,
+            "status": line.status,
+            "priority": line.priority,
+        },
+        "created_at": iso(line.created_at),
+        "claimed_at": iso(line.claimed_at),
+        "completed_at": None,
+        "completed_by": None,
+        "urgency": _urgency_json(line.urgency),
+    }
 
 
 def _urgency_json(urgency: Urgency) -> dict[str, Any]:
@@ -473,7 +491,7 @@ def reply(reference: str) -> tuple[dict[str, Any], int]:
 def tasks() -> dict[str, Any]:
     """The caller's inbox: open tasks they may work on, most urgent first by default."""
     page, per_page = _paging()
-    found = inbox(
+    found = inbox_lines(
         db(),
         desk().settings,
         caller(),
@@ -486,8 +504,8 @@ def tasks() -> dict[str, Any]:
         page=page,
         page_size=per_page,
     )
-    # inbox() shows the last page for a page beyond it; an API client paging on must see the end.
-    items = [_row_json(row) for row in found.rows] if page <= found.pages else []
+    # inbox_lines() shows the last page for a page beyond it; an API client paging on must see the end.
+    items = [_line_json(line) for line in found.lines] if page <= found.pages else []
     return _page_json(items, page, per_page, found.total)
 
 

@@ -436,6 +436,13 @@ def test_inbox_lists_the_callers_tasks_with_filters(
     assert tereza.post(f"/tasks/{row['id']}/claim").status_code == 200
     mine = tereza.get("/tasks", view="mine").get_json()
     assert [t["id"] for t in mine["items"]] == [row["id"]]
+    # A list item says of a task what its own page says (read by other queries): held, by whom, since.
+    detail = tereza.get(f"/tasks/{row['id']}").get_json()
+    listed = mine["items"][0]
+    assert listed["assignee"] == detail["assignee"] is not None and listed["claimed_at"] is not None
+    assert {k: v for k, v in listed.items() if k != "urgency"} == {
+        k: v for k, v in detail.items() if k != "form"
+    }
     assert tereza.get("/tasks", view="groups").get_json()["total"] == 1
     assert tereza.get("/tasks", sla="none").get_json()["total"] == 0
     for bad in ("view", "sort", "sla", "priority"):

@@ -288,7 +288,9 @@ class ClockState(Protocol):
     def due_at(self) -> datetime | None: ...
 
 
-_CLOCK_COLUMNS = (
+#: What :func:`urgency` reads of an SLA clock (and whose clock it is): every page showing SLA
+#: state selects these.
+CLOCK_COLUMNS = (
     SlaClock.id,
     SlaClock.ticket_id,
     SlaClock.name,
@@ -299,7 +301,7 @@ _CLOCK_COLUMNS = (
     SlaClock.running_since,
     SlaClock.due_at,
 )
-_LIVE_CLOCKS = select(*_CLOCK_COLUMNS).where(
+_LIVE_CLOCKS = select(*CLOCK_COLUMNS).where(
     SlaClock.ticket_id.in_(bindparam("ids", expanding=True)), SlaClock.state.in_(("running", "paused"))
 )
 

@@ -21,6 +21,7 @@ from engine.state import waiting_elements
 
 from . import sla
 from .calendars import ALWAYS_OPEN
+from .inbox import CLOCK_COLUMNS
 from .mailparse import parse, sanitise_html
 from .models import (
     Attachment,
@@ -206,17 +207,7 @@ _TASKS = (
     .order_by(HumanTask.created_at, HumanTask.id)
 )
 _CLOCKS = (
-    select(
-        SlaClock.name,
-        SlaClock.state,
-        SlaClock.calendar,
-        SlaClock.target_seconds,
-        SlaClock.elapsed_seconds,
-        SlaClock.running_since,
-        SlaClock.paused_at,
-        SlaClock.stopped_at,
-        SlaClock.due_at,
-    )
+    select(*CLOCK_COLUMNS, SlaClock.paused_at, SlaClock.stopped_at)
     .where(SlaClock.ticket_id == _TICKET)
     .order_by(SlaClock.id)
 )

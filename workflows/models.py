@@ -245,9 +245,13 @@ class WorkflowInstance(Base):
     """A ticket's running process: serialized state, version counter, next wake time."""
 
     __tablename__ = "workflow_instance"
-    __table_args__ = (Index("ix_workflow_instance_due", "status", "next_wake_at"),)
+    __table_args__ = (
+        Index("ix_workflow_instance_due", "status", "next_wake_at"),
+        # A ticket's newest instance in one probe, statistics or not (migration 0010).
+        Index("ix_workflow_instance_ticket_newest", "ticket_id", "id"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
-    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
     process_version_id: Mapped[int] = mapped_column(ForeignKey("process_version.id"))
     state: Mapped[str] = mapped_column(Text)
     revision: Mapped[int] = mapped_column(default=1)
@@ -274,6 +278,8 @@ class HumanTask(Base):
     __tablename__ = "human_task"
     __table_args__ = (
         Index("ix_human_task_inbox", "state", "group_id"),
+        # An instance's open tasks in one probe, statistics or not (migration 0010).
+        Index("ix_human_task_instance_state", "instance_id", "state"),
         # The inbox picks a page of open tasks from this table alone (workflows/inbox.py).
         Index(
             "ix_human_task_open_due",
@@ -301,7 +307,7 @@ class HumanTask(Base):
         ),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # SpiffWorkflow task uuid
-    instance_id: Mapped[int] = mapped_column(ForeignKey("workflow_instance.id"), index=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("workflow_instance.id"))
     ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
     element_id: Mapped[str] = mapped_column(String(200))
     name: Mapped[str] = mapped_column(String(500))

@@ -27,4 +27,4 @@ def test_the_suite_schema_was_built_by_the_migrations(db_engine: Engine) -> None
 def test_upgrading_twice_changes_nothing(db_engine: Engine) -> None:
     migrate.upgrade(db_engine)
     with db_engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0009"
+        assert MigrationContext.configure(conn).get_current_revision() == "0010"
